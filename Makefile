@@ -1,0 +1,55 @@
+# wsapp: the two commands are `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
+SYSTEM_PACKAGES := redis-server nginx chromium
+
+.PHONY: run test lint soak bench system-deps venv clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): requirements.txt | $(PY)
+	$(PIP) install -q -r requirements.txt
+	touch $@
+
+$(DEVSTAMP): requirements.txt requirements-dev.txt | $(PY)
+	$(PIP) install -q -r requirements-dev.txt
+	touch $(STAMP) $@
+
+venv: $(STAMP)
+
+## Start the embedded server (memory broker, no external service) on WSAPP_HOST:WSAPP_PORT.
+run: $(STAMP)
+	$(PY) -m wsapp serve
+
+## Install whatever the tests need (system packages via apt when missing), then run them.
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+test: system-deps $(DEVSTAMP)
+	$(VENV)/bin/ruff check wsapp tests bench wsgi.py gunicorn.conf.py
+	$(PY) -m pytest -q
+
+lint: $(DEVSTAMP)
+	$(VENV)/bin/ruff check wsapp tests bench wsgi.py gunicorn.conf.py
+
+soak: system-deps $(DEVSTAMP)
+	$(PY) -m bench.soak
+
+bench: system-deps $(DEVSTAMP)
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmark harness: stock baseline, TCP ceiling, C load generator, `python -m bench.run`."""

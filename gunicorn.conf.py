@@ -1,0 +1,39 @@
+"""gunicorn settings for wsapp: `gunicorn -c gunicorn.conf.py wsgi:app` (`-b` overrides bind).
+
+Everything comes from WSAPP_* variables, validated here so a bad value stops the master
+with a clear message before any worker starts.
+"""
+
+import sys
+
+from wsapp.settings import Settings, SettingsError
+
+try:
+    _settings = Settings.from_env()
+except SettingsError as exc:
+    sys.stderr.write(f"wsapp: configuration error: {exc}\n")
+    sys.exit(2)
+
+worker_class = "wsapp.protocol.worker.WsappWorker"
+workers = _settings.workers
+bind = [_settings.bind or f"{_settings.host}:{_settings.port}"]
+
+# Each WebSocket holds one greenlet slot for its whole life: gunicorn's 1000 is far too few.
+worker_connections = max(10_000, _settings.max_connections + 1000)
+
+# The gevent worker heartbeats every second, so `timeout` only catches a wedged process;
+# long-lived sockets are unaffected. On SIGTERM our worker closes sockets with 1001 at
+# once; graceful_timeout only bounds the wait for the close handshakes.
+timeout = 30
+graceful_timeout = max(5, int(_settings.close_timeout * 2 + 3))
+keepalive = 5
+
+# Two instances on one machine would collide on ~/.gunicorn/gunicorn.ctl; we use none.
+# Pass --control-socket PATH to enable gunicornc for one instance.
+control_socket_disable = True
+
+accesslog = "-"
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+# The app trusts X-Forwarded-* only through WSAPP_TRUSTED_PROXIES (ProxyFix), not gunicorn.
+forwarded_allow_ips = "127.0.0.1,::1"

@@ -1,0 +1,548 @@
+/* Chat room page: speaks the /chat/<room> protocol (docs/protocol.md, issue 3).
+ *
+ * Delivery guarantees on the page
+ * - Every message id is rendered at most once. Ids are opaque strings to us; we remember
+ *   each id with its name, text and ts, and drop a message whose id we have already shown.
+ * - After a dropped connection we reconnect with exponential backoff (0.5 s doubling to
+ *   10 s, with jitter) and resume with `since=<id of the last message received>`, so the
+ *   server replays exactly what we missed.
+ * - Server incarnations: the memory broker forgets everything when the server restarts and
+ *   may hand out the same ids again. Policy: an id is a duplicate only if it comes back with
+ *   the same name, text and ts. The same id carrying a different message means the server
+ *   lost its history (new incarnation): we keep what is on screen, forget the old ids
+ *   (they cannot come back), show a notice, and render the new message. If `hello` carries
+ *   an `epoch` field, a change of epoch has the same effect. Whether a fresh server replays
+ *   messages it received before we reconnected depends on how it treats a `since` id it
+ *   never issued (it should send its whole history); see tests/pages/test_chat_page.py.
+ * - Our own messages show at once as "sending", are confirmed by the server's `message`
+ *   (same name and text) or `ack` (same ref), whichever comes first; each id still renders
+ *   once. Messages typed while offline wait in an outbox and go out after `hello`.
+ *   A message sent just before a drop and never confirmed, even by the resume replay, is
+ *   marked "not delivered" with a button to send it again (we never resend it on our own,
+ *   which could duplicate it).
+ * - Peer text is always set with textContent, never parsed as HTML.
+ */
+"use strict";
+
+(function () {
+  const { el, wsUrl, clock, fetchRooms, renderRooms, wireRoomForm } = window.wsapp;
+  const $ = (id) => document.getElementById(id);
+
+  const root = $("chat");
+  const room = root.dataset.room;
+  const statusEl = $("status");
+  const nickForm = $("nick-form");
+  const nickInput = $("nick");
+  const body = $("chat-body");
+  const list = $("messages");
+  const composer = $("composer");
+  const textArea = $("text");
+  const membersEl = $("members");
+  const memberCount = $("member-count");
+  const roomsEl = $("rooms");
+  const meName = $("me-name");
+  const notice = $("notice");
+  const noticeText = $("notice-text");
+
+  const NICK_KEY = "wsapp.nick";
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 10000;
+  const CONFIRM_GRACE_MS = 5000;
+  const MAX_RENDERED = 1000;
+  const MAX_SEEN = 5000;
+
+  let nick = null; // what we ask for
+  let myName = null; // what the server calls us (hello.name)
+  let ws = null;
+  let gen = 0; // connection generation, +1 per socket
+  let connId = null;
+  let helloSeen = false;
+  let everConnected = false;
+  let userClosed = false;
+  let attempt = 0;
+  let retryTimer = null;
+  let retryAt = 0;
+  let countdownTimer = null;
+  let lastId = null;
+  let epoch = null;
+  const seen = new Map(); // id -> {name, text, ts}
+  const members = new Map(); // name -> connections with that name
+  const pending = []; // our messages not yet confirmed: {ref, text, li, state, gen}
+  let refSeq = 0;
+
+  // ---------------------------------------------------------------- status and notices
+  function setStatus(state, label) {
+    statusEl.dataset.state = state;
+    statusEl.textContent = label;
+    root.dataset.state = state;
+  }
+
+  function showNotice(text, kind) {
+    noticeText.textContent = text;
+    notice.dataset.kind = kind || "info";
+    notice.hidden = false;
+  }
+
+  function hideNotice(kind) {
+    if (!kind || notice.dataset.kind === kind) notice.hidden = true;
+  }
+
+  $("notice-close").addEventListener("click", () => {
+    notice.hidden = true;
+    textArea.focus();
+  });
+
+  // ---------------------------------------------------------------- rendering
+  function nearBottom() {
+    return list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+  }
+
+  function append(li) {
+    const stick = nearBottom();
+    list.append(li);
+    while (list.children.length > MAX_RENDERED) list.firstElementChild.remove();
+    if (stick) list.scrollTop = list.scrollHeight;
+  }
+
+  function systemLine(text, kind) {
+    const li = el("li", "sys" + (kind ? " " + kind : ""));
+    li.append(el("span", "text", text));
+    li.append(el("time", "at", clock(Date.now())));
+    append(li);
+  }
+
+  function hue(name) {
+    let h = 0;
+    for (const ch of name) h = (h * 31 + ch.codePointAt(0)) % 360;
+    return h;
+  }
+
+  function fillMessage(li, msg) {
+    li.replaceChildren();
+    li.className = "msg" + (msg.name === myName ? " mine" : "") + (msg.replay ? " replay" : "");
+    li.dataset.id = msg.id;
+    const head = el("div", "head");
+    const who = el("span", "name", msg.name);
+    who.style.setProperty("--hue", String(hue(msg.name || "")));
+    head.append(who);
+    const ts = typeof msg.ts === "number" ? msg.ts : Date.now();
+    const time = el("time", "at", clock(ts));
+    time.dateTime = new Date(ts).toISOString();
+    time.title = new Date(ts).toLocaleString();
+    head.append(time);
+    li.append(head);
+    li.append(el("p", "text", msg.text)); // textContent: never HTML
+  }
+
+  function renderNew(msg) {
+    const li = el("li");
+    fillMessage(li, msg);
+    append(li);
+  }
+
+  function remember(id, info) {
+    seen.set(id, info);
+    if (seen.size > MAX_SEEN) seen.delete(seen.keys().next().value);
+  }
+
+  // ---------------------------------------------------------------- members
+  function renderMembers() {
+    membersEl.replaceChildren();
+    const names = Array.from(members.keys()).sort((a, b) => a.localeCompare(b));
+    let total = 0;
+    for (const name of names) {
+      const n = members.get(name);
+      total += n;
+      const li = el("li", name === myName ? "me" : null);
+      const label = el("span", "name", name);
+      label.style.setProperty("--hue", String(hue(name)));
+      li.append(label);
+      if (n > 1) li.append(el("span", "times", "×" + n));
+      if (name === myName) li.append(el("span", "you", "(you)"));
+      membersEl.append(li);
+    }
+    memberCount.textContent = String(total);
+  }
+
+  function addMember(name) {
+    members.set(name, (members.get(name) || 0) + 1);
+  }
+
+  function removeMember(name) {
+    const n = (members.get(name) || 0) - 1;
+    if (n > 0) members.set(name, n);
+    else members.delete(name);
+  }
+
+  // ---------------------------------------------------------------- our own messages
+  function newRef() {
+    refSeq += 1;
+    return "p" + Date.now().toString(36) + "-" + refSeq;
+  }
+
+  function setPendingState(p, state, detail) {
+    p.state = state;
+    p.li.dataset.state = state;
+    p.stateEl.textContent = detail;
+    p.retryBtn.hidden = state !== "failed";
+  }
+
+  function dropPending(p) {
+    const i = pending.indexOf(p);
+    if (i >= 0) pending.splice(i, 1);
+  }
+
+  function createPending(text) {
+    const li = el("li", "msg mine pending");
+    const head = el("div", "head");
+    const who = el("span", "name", myName || nick);
+    who.style.setProperty("--hue", String(hue(myName || nick)));
+    head.append(who);
+    const stateEl = el("span", "state", "");
+    head.append(stateEl);
+    li.append(head);
+    li.append(el("p", "text", text));
+    const retryBtn = el("button", "quiet retry", "Send again");
+    retryBtn.type = "button";
+    retryBtn.hidden = true;
+    li.append(retryBtn);
+    const p = { ref: newRef(), text, li, stateEl, retryBtn, state: "queued", gen: 0 };
+    retryBtn.addEventListener("click", () => {
+      dropPending(p);
+      li.remove();
+      submitText(p.text);
+    });
+    pending.push(p);
+    append(li);
+    return p;
+  }
+
+  function transmit(p) {
+    p.gen = gen;
+    ws.send(JSON.stringify({ type: "message", text: p.text, ref: p.ref }));
+    setPendingState(p, "sent", "sending…");
+  }
+
+  function submitText(text) {
+    const p = createPending(text);
+    if (ws && helloSeen && ws.readyState === WebSocket.OPEN) transmit(p);
+    else setPendingState(p, "queued", "waiting for the connection…");
+  }
+
+  /** Turn a pending placeholder into the confirmed message (moved to its place in order). */
+  function confirmPending(p, msg) {
+    dropPending(p);
+    p.li.classList.remove("pending");
+    delete p.li.dataset.state;
+    fillMessage(p.li, msg);
+    p.li.remove();
+    append(p.li);
+  }
+
+  // ---------------------------------------------------------------- protocol events
+  function onHello(ev) {
+    helloSeen = true;
+    connId = ev.id;
+    myName = typeof ev.name === "string" ? ev.name : nick;
+    meName.textContent = myName;
+    if (ev.epoch !== undefined && ev.epoch !== null) {
+      const e = String(ev.epoch);
+      if (epoch !== null && e !== epoch) newIncarnation();
+      epoch = e;
+    }
+    members.clear();
+    for (const name of Array.isArray(ev.members) ? ev.members : []) {
+      if (typeof name === "string") addMember(name);
+    }
+    if (!members.has(myName)) addMember(myName);
+    renderMembers();
+    const wasReconnect = everConnected;
+    everConnected = true;
+    attempt = 0;
+    setStatus("connected", "Connected");
+    hideNotice("connection");
+    systemLine(wasReconnect ? "Reconnected as " + myName : "Joined #" + room + " as " + myName, "conn");
+    // Messages typed while offline go out now; unconfirmed ones from an earlier socket get a
+    // grace period to show up in the resume replay before we call them undelivered.
+    const thisGen = gen;
+    for (const p of pending.slice()) {
+      if (p.state === "queued") transmit(p);
+      else if (p.state === "sent" && p.gen !== thisGen) {
+        setTimeout(() => {
+          if (pending.includes(p) && p.state === "sent") {
+            setPendingState(p, "failed", "not delivered: the connection dropped");
+          }
+        }, CONFIRM_GRACE_MS);
+      }
+    }
+  }
+
+  function newIncarnation() {
+    seen.clear();
+    systemLine("The server restarted and lost earlier history; messages start over from here.", "conn");
+  }
+
+  function onMessage(ev) {
+    if (typeof ev.id !== "string" && typeof ev.id !== "number") return;
+    const id = String(ev.id);
+    const msg = {
+      id,
+      name: typeof ev.name === "string" ? ev.name : "?",
+      text: typeof ev.text === "string" ? ev.text : String(ev.text ?? ""),
+      ts: typeof ev.ts === "number" ? ev.ts : null,
+      replay: ev.replay === true,
+    };
+    const known = seen.get(id);
+    if (known) {
+      const same = known.name === msg.name && known.text === msg.text &&
+        (known.ts === null || msg.ts === null || known.ts === msg.ts);
+      if (same) {
+        if (known.ts === null && msg.ts !== null) known.ts = msg.ts;
+        return; // duplicate: already on screen
+      }
+      newIncarnation(); // same id, different message: a new server incarnation reuses ids
+    }
+    remember(id, { name: msg.name, text: msg.text, ts: msg.ts });
+    lastId = id;
+    const mine = msg.name === myName ? pending.find((p) => p.text === msg.text && p.state !== "queued") : null;
+    if (mine) confirmPending(mine, msg);
+    else renderNew(msg);
+  }
+
+  function onAck(ev) {
+    const p = pending.find((q) => q.ref === ev.ref);
+    if (!p || ev.id === undefined || ev.id === null) return;
+    const id = String(ev.id);
+    if (seen.has(id)) {
+      // The broadcast of this id is already on screen (from someone with our name and text).
+      dropPending(p);
+      p.li.remove();
+      return;
+    }
+    remember(id, { name: myName, text: p.text, ts: null });
+    confirmPending(p, { id, name: myName, text: p.text, ts: Date.now(), replay: false });
+  }
+
+  function onJoinLeave(ev) {
+    if (typeof ev.name !== "string") return;
+    if (ev.id !== undefined && ev.id === connId) return; // ourselves: counted from hello
+    if (ev.type === "join") {
+      addMember(ev.name);
+      systemLine(ev.name + " joined", "presence");
+    } else {
+      removeMember(ev.name);
+      systemLine(ev.name + " left", "presence");
+    }
+    renderMembers();
+  }
+
+  function onError(ev) {
+    const reason = typeof ev.reason === "string" && ev.reason ? ev.reason : "request refused";
+    const code = ev.code !== undefined ? " (" + ev.code + ")" : "";
+    showNotice("The server refused: " + reason + code, "refusal");
+    // Errors answer our messages in order: blame the one named by ref, else the oldest unconfirmed.
+    const p = pending.find((q) => ev.ref !== undefined && q.ref === ev.ref) ||
+      pending.find((q) => q.state === "sent" && q.gen === gen);
+    if (p) setPendingState(p, "failed", "refused: " + reason);
+  }
+
+  // ---------------------------------------------------------------- connection lifecycle
+  function socketUrl() {
+    let url = wsUrl("/chat/" + encodeURIComponent(room)) + "?name=" + encodeURIComponent(nick);
+    if (lastId !== null) url += "&since=" + encodeURIComponent(lastId);
+    return url;
+  }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    clearInterval(countdownTimer);
+    retryTimer = null;
+    userClosed = false;
+    helloSeen = false;
+    gen += 1;
+    const myGen = gen;
+    setStatus(everConnected ? "reconnecting" : "connecting", everConnected ? "Reconnecting…" : "Connecting…");
+    const sock = new WebSocket(socketUrl());
+    ws = sock;
+    root.dataset.socketUrl = sock.url;
+
+    sock.addEventListener("message", (event) => {
+      if (myGen !== gen || typeof event.data !== "string") return;
+      let ev;
+      try {
+        ev = JSON.parse(event.data);
+      } catch (err) {
+        return;
+      }
+      if (!ev || typeof ev !== "object") return;
+      switch (ev.type) {
+        case "hello": onHello(ev); break;
+        case "message": onMessage(ev); break;
+        case "ack": onAck(ev); break;
+        case "join":
+        case "leave": onJoinLeave(ev); break;
+        case "error": onError(ev); break;
+        default: break;
+      }
+    });
+
+    sock.addEventListener("close", (event) => {
+      if (myGen !== gen) return;
+      const hadHello = helloSeen;
+      ws = null;
+      helloSeen = false;
+      for (const p of pending) if (p.state === "sent") p.stateEl.textContent = "waiting for confirmation…";
+      if (userClosed) return;
+      const detail = "code " + event.code + (event.reason ? ": " + event.reason : "");
+      if (hadHello) {
+        systemLine("Connection lost (" + detail + ")", "conn");
+        showNotice("Connection lost (" + detail + "). Reconnecting…", "connection");
+      } else if (event.code !== 1006) {
+        showNotice("The server closed the connection (" + detail + "). Retrying…", "connection");
+      }
+      scheduleReconnect();
+    });
+  }
+
+  function scheduleReconnect() {
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt);
+    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    attempt += 1;
+    retryAt = Date.now() + delay;
+    const tick = () => {
+      const s = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+      setStatus("reconnecting", "Reconnecting in " + s + " s (attempt " + attempt + ")");
+    };
+    tick();
+    clearInterval(countdownTimer);
+    countdownTimer = setInterval(tick, 1000);
+    retryTimer = setTimeout(connect, delay);
+  }
+
+  function retrySoon() {
+    if (retryTimer !== null) connect();
+  }
+
+  window.addEventListener("online", retrySoon);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") retrySoon();
+  });
+
+  function leaveSocket() {
+    userClosed = true;
+    clearTimeout(retryTimer);
+    clearInterval(countdownTimer);
+    retryTimer = null;
+    if (ws) ws.close(1000, "leaving");
+    ws = null;
+  }
+
+  // ---------------------------------------------------------------- nickname
+  function validNick(value) {
+    const v = value.trim();
+    // 1 to 32 printable characters (no control characters).
+    return v.length >= 1 && Array.from(v).length <= 32 && !/[\u0000-\u001f\u007f-\u009f]/.test(v) ? v : null;
+  }
+
+  function storedNick() {
+    try {
+      return validNick(localStorage.getItem(NICK_KEY) || "");
+    } catch (err) {
+      return null;
+    }
+  }
+
+  function askNick() {
+    nickForm.hidden = false;
+    nickInput.value = nick || storedNick() || "";
+    nickInput.focus();
+    nickInput.select();
+  }
+
+  nickForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const v = validNick(nickInput.value);
+    if (!v) {
+      nickInput.setCustomValidity("1 to 32 printable characters");
+      nickInput.reportValidity();
+      return;
+    }
+    try {
+      localStorage.setItem(NICK_KEY, v);
+    } catch (err) {
+      /* private mode: remember for this page only */
+    }
+    const changed = nick !== null && v !== nick;
+    nick = v;
+    nickForm.hidden = true;
+    start(changed);
+  });
+  nickInput.addEventListener("input", () => nickInput.setCustomValidity(""));
+
+  $("change-nick").addEventListener("click", askNick);
+
+  function start(restart) {
+    body.hidden = false;
+    meName.textContent = nick;
+    if (restart) {
+      leaveSocket();
+      connect();
+    } else if (!ws && retryTimer === null) {
+      connect();
+    }
+    textArea.focus();
+  }
+
+  // ---------------------------------------------------------------- composer
+  composer.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = textArea.value;
+    if (!text.trim()) return;
+    submitText(text);
+    textArea.value = "";
+    autoGrow();
+    textArea.focus();
+  });
+
+  textArea.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      composer.requestSubmit();
+    }
+  });
+
+  function autoGrow() {
+    textArea.style.height = "auto";
+    textArea.style.height = Math.min(textArea.scrollHeight + 2, 160) + "px";
+  }
+  textArea.addEventListener("input", autoGrow);
+
+  // ---------------------------------------------------------------- rooms
+  wireRoomForm($("room-form"));
+
+  async function refreshRooms() {
+    renderRooms(roomsEl, await fetchRooms(), room);
+  }
+  refreshRooms();
+  setInterval(() => {
+    if (document.visibilityState === "visible") refreshRooms();
+  }, 15000);
+
+  window.addEventListener("pagehide", leaveSocket);
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted && nick) connect(); // back from the back/forward cache
+  });
+
+  // ---------------------------------------------------------------- start
+  const fromUrl = validNick(new URLSearchParams(window.location.search).get("name") || "");
+  nick = fromUrl || storedNick();
+  if (fromUrl) {
+    try {
+      localStorage.setItem(NICK_KEY, fromUrl);
+    } catch (err) {
+      /* ignore */
+    }
+  }
+  if (nick) start(false);
+  else askNick();
+})();

@@ -1,0 +1,112 @@
+"""Fixtures for the RFC 6455 conformance suite (modelled on the Autobahn test suite).
+
+By default every case runs against real wsapp processes in both serving modes
+(`python -m wsapp serve` and gunicorn), on the `/echo` endpoint:
+
+    .venv/bin/python -m pytest tests/conformance -q
+
+Set WSAPP_CONFORMANCE_URL to run the same cases against any echo server instead (no
+server is started; e.g. the stock gevent-websocket for comparison):
+
+    WSAPP_CONFORMANCE_URL=ws://127.0.0.1:8765/echo .venv/bin/python -m pytest tests/conformance -q
+
+WSAPP_CONFORMANCE_TIMEOUT (seconds, default 2) bounds each wait for a reply.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.support import rawws
+from tests.support.rawws import HTTPResponse, Op, RawWS
+from tests.support.servers import ServerProcess, running_server
+
+EXTERNAL_URL = os.environ.get("WSAPP_CONFORMANCE_URL", "").strip()
+MODES = ["url"] if EXTERNAL_URL else ["serve", "gunicorn"]
+TIMEOUT = float(os.environ.get("WSAPP_CONFORMANCE_TIMEOUT", "2.0"))
+
+DEFAULT_LIMIT = 1 << 20  # WSAPP_MAX_MESSAGE_BYTES default: 1 MiB, inclusive
+BIG_LIMIT = (16 << 20) + (1 << 20)  # 16 MiB messages plus headroom
+ECHO_PATH = "/echo"
+
+
+@dataclass
+class Target:
+    """Where the cases connect to, with small helpers shared by every family."""
+
+    mode: str
+    url: str
+    max_message_bytes: int | None
+    server: ServerProcess | None = None
+
+    @property
+    def host(self) -> str:
+        return rawws.parse_url(self.url)[0]
+
+    @property
+    def port(self) -> int:
+        return rawws.parse_url(self.url)[1]
+
+    @property
+    def path(self) -> str:
+        return rawws.parse_url(self.url)[2]
+
+    def connect(self, **kwargs) -> RawWS:
+        kwargs.setdefault("timeout", TIMEOUT)
+        return RawWS.connect(self.url, **kwargs)
+
+    def http(self, request: bytes, timeout: float = TIMEOUT) -> HTTPResponse:
+        return rawws.http_exchange(self.host, self.port, request, timeout=timeout)
+
+    def request(self, **kwargs) -> bytes:
+        return rawws.handshake_request(self.host, self.port, self.path, **kwargs)
+
+    def assert_healthy(self) -> None:
+        """After a hostile case the server must still serve: a fresh echo round trip and
+        a clean closing handshake on a new connection."""
+        if self.server is not None:
+            assert self.server.alive(), f"server process died:\n{self.server.log_text()[-3000:]}"
+        with self.connect() as ws:
+            ws.send_frame(Op.TEXT, b"health-check \xe2\x9c\x93")
+            assert ws.recv_message(TIMEOUT) == (Op.TEXT, b"health-check \xe2\x9c\x93")
+            ws.send_close(1000)
+            assert ws.expect_close(1000, timeout=TIMEOUT) == (1000, "")
+
+
+def _target(mode: str, limit: int | None, env: dict[str, str]) -> Iterator[Target]:
+    if EXTERNAL_URL:
+        yield Target("url", EXTERNAL_URL, None)
+        return
+    with running_server(mode, env=env) as srv:
+        yield Target(mode, srv.url(ECHO_PATH), limit, srv)
+
+
+@pytest.fixture(scope="session", params=MODES)
+def target(request) -> Iterator[Target]:
+    """A default-configured server (1 MiB message limit), once per serving mode."""
+    yield from _target(request.param, DEFAULT_LIMIT, {})
+
+
+@pytest.fixture(scope="session", params=MODES)
+def big_target(request) -> Iterator[Target]:
+    """A server allowing 16 MiB messages (plus headroom), once per serving mode."""
+    yield from _target(request.param, BIG_LIMIT, {"WSAPP_MAX_MESSAGE_BYTES": str(BIG_LIMIT)})
+
+
+@pytest.fixture
+def ws(target: Target) -> Iterator[RawWS]:
+    """A fresh connection to `target`; the server's health is checked after the case."""
+    conn = target.connect()
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def timeout() -> float:
+    return TIMEOUT

@@ -1,0 +1,137 @@
+"""Start real wsapp server processes for the tests (no in-process shortcuts).
+
+Every server runs as a subprocess on an ephemeral loopback port, exactly as a user
+would start it, and its combined output is kept so a test can assert on log lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Ask the kernel for a free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited early with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+@dataclass
+class ServerProcess:
+    """A running server subprocess with its address and captured log."""
+
+    mode: str
+    host: str
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def url(self, path: str = "/", scheme: str = "ws") -> str:
+        return f"{scheme}://{self.host}:{self.port}{path}"
+
+    def http_url(self, path: str = "/") -> str:
+        return self.url(path, scheme="http")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_text()
+            if needle in text:
+                return text
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not in server log:\n{self.log_text()[-3000:]}")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def server_command(mode: str, host: str, port: int, extra: list[str] | None = None) -> list[str]:
+    if mode == "serve":
+        return [PYTHON, "-m", "wsapp", "serve", "--host", host, "--port", str(port), *(extra or [])]
+    if mode == "gunicorn":
+        return [GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"), "-b", f"{host}:{port}", *(extra or []), "wsgi:app"]
+    raise ValueError(mode)
+
+
+def start_server(
+    mode: str = "serve",
+    env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    extra_args: list[str] | None = None,
+    log_dir: Path | None = None,
+) -> ServerProcess:
+    """Start `python -m wsapp serve` or gunicorn and wait until it accepts connections."""
+    port = port or free_port(host)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="wsapp-test-"))
+    log_path = log_dir / f"{mode}-{port}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        server_command(mode, host, port, extra_args),
+        cwd=ROOT,
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = ServerProcess(mode, host, port, proc, log_path, env or {})
+    try:
+        wait_for_port(host, port, proc=proc)
+    except Exception:
+        server.stop()
+        raise RuntimeError(f"{mode} server failed to start:\n{server.log_text()[-3000:]}") from None
+    return server
+
+
+@contextlib.contextmanager
+def running_server(mode: str = "serve", **kwargs) -> Iterator[ServerProcess]:
+    server = start_server(mode, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
+        if server.proc.poll() is None:
+            os.killpg(server.proc.pid, signal.SIGKILL)

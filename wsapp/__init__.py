@@ -1,0 +1,66 @@
+"""wsapp: WebSocket echo and chat on Flask + gevent + gevent-websocket, hardened."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from flask import Flask
+
+from wsapp.app_state import init_state
+from wsapp.protocol import runtime
+from wsapp.settings import Settings
+
+__all__ = ["create_app", "Settings"]
+
+ROOT_PACKAGE = __name__
+
+
+def _optional(module: str):
+    """Import a feature module that another engineer may still be building."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith(module.rsplit(".", 1)[0]) and exc.name == module:
+            return None
+        raise
+
+
+def configure_logging(settings: Settings) -> None:
+    logger = logging.getLogger("wsapp")
+    logger.setLevel(settings.log_level)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Application factory: nothing is configured at import time."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings)
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app.config["MAX_CONTENT_LENGTH"] = max(64 * 1024, settings.max_chat_bytes * 8)
+    state = init_state(app, settings)
+    runtime.configure(settings)
+
+    from wsapp import echo, web
+
+    app.register_blueprint(web.bp)
+    app.register_blueprint(echo.bp)
+
+    chat = _optional("wsapp.chat")
+    if chat is not None and hasattr(chat, "init_app"):
+        chat.init_app(app, settings)
+    pages = _optional("wsapp.pages")
+    if pages is not None:
+        app.register_blueprint(pages.bp)
+
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
+    app.extensions["wsapp"] = state
+    return app

@@ -1,0 +1,63 @@
+"""Command line: `python -m wsapp serve | client URL | publish URL | token`."""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+from wsapp.settings import Settings, SettingsError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wsapp", description="wsapp WebSocket echo and chat service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the embedded gevent server")
+    serve.add_argument("--host", help="listen address (default: WSAPP_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default: WSAPP_PORT or 8000)")
+
+    client = sub.add_parser("client", help="interactive client: stdin lines out, events in")
+    client.add_argument("url")
+    client.add_argument("--name", help="nickname for /chat/ URLs")
+
+    publish = sub.add_parser("publish", help="send each stdin line as a chat message")
+    publish.add_argument("url")
+    publish.add_argument("--name", help="nickname")
+
+    token = sub.add_parser("token", help="print a signed connection token (needs WSAPP_SECRET)")
+    token.add_argument("--room", action="append", required=True, help="room the token admits (repeatable)")
+    token.add_argument("--name", required=True)
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"wsapp: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "serve":
+        from wsapp.server import serve as run_server
+
+        run_server(settings, args.host, args.port)
+        return 0
+    if args.command == "client":
+        from wsapp.cli_client import run_client
+
+        return run_client(args.url, name=args.name) or 0
+    if args.command == "publish":
+        from wsapp.cli_client import run_publish
+
+        return run_publish(args.url, name=args.name) or 0
+    if args.command == "token":
+        from wsapp.tokens import issue_token
+
+        print(issue_token(settings, rooms=args.room, name=args.name, ttl=args.ttl))
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Chat protocol as pure functions: validation of names and client input, event encoding.
+
+No sockets, no greenlets, no Flask: everything here is a function of its arguments and
+is tested exhaustively in ``tests/chat/test_events.py``. The wire format is documented
+in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .broker.base import Member, Message, PresenceEvent
+
+ROOM_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+MAX_NAME_CHARS = 32
+MAX_REF_CHARS = 128
+
+# error event codes (docs/protocol.md)
+E_TOO_LARGE = "message_too_large"
+E_EMPTY = "empty_message"
+E_BAD_MESSAGE = "invalid_message"
+E_UNKNOWN_TYPE = "unknown_type"
+E_UNAVAILABLE = "unavailable"
+E_RATE_LIMITED = "rate_limited"
+
+
+class ValidationError(ValueError):
+    """Input we refuse; `code` is the error event code, `reason` a human sentence."""
+
+    def __init__(self, code: str, reason: str, ref: str | None = None) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+        self.ref = ref
+
+
+# ---- handshake parameters ---------------------------------------------------------------
+
+
+def is_valid_room(room: object) -> bool:
+    """Room names: 1 to 64 of ``A-Z a-z 0-9 _ - .``"""
+    return isinstance(room, str) and ROOM_RE.fullmatch(room) is not None
+
+
+def guest_name(token_hex: Callable[[int], str] = secrets.token_hex) -> str:
+    return f"guest-{token_hex(2)}"
+
+
+def normalize_name(raw: str | None, make_guest: Callable[[], str] = guest_name) -> str:
+    """Nickname from ``?name=``: trimmed, 1 to 32 printable characters.
+
+    Missing or blank means a generated ``guest-XXXX``. Raises ValidationError otherwise."""
+    if raw is None:
+        return make_guest()
+    name = raw.strip()
+    if not name:
+        return make_guest()
+    if len(name) > MAX_NAME_CHARS:
+        raise ValidationError(E_BAD_MESSAGE, f"name longer than {MAX_NAME_CHARS} characters")
+    if not name.isprintable():
+        raise ValidationError(E_BAD_MESSAGE, "name contains non-printable characters")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(E_BAD_MESSAGE, "name is not valid Unicode") from None
+    return name
+
+
+# ---- client -> server -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChatInput:
+    """A message a client wants to send: its text and optional correlation ref."""
+
+    text: str
+    ref: str | None = None
+
+
+def _ref(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValidationError(E_BAD_MESSAGE, "ref must be a string or a number")
+    ref = value if isinstance(value, str) else json.dumps(value)
+    if len(ref) > MAX_REF_CHARS:
+        raise ValidationError(E_BAD_MESSAGE, f"ref longer than {MAX_REF_CHARS} characters")
+    try:
+        ref.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(E_BAD_MESSAGE, "ref is not valid Unicode") from None
+    return ref
+
+
+def parse_client_text(raw: str, max_bytes: int) -> ChatInput:
+    """Interpret one text frame from a client.
+
+    * a JSON object with a ``"type"`` key is a protocol message; only
+      ``{"type": "message", "text": str, "ref": str|number (optional)}`` is defined;
+    * anything else (plain text, other JSON) is taken whole as the message text.
+
+    The text must be non-empty and at most `max_bytes` UTF-8 bytes. Raises ValidationError.
+    """
+    text: Any = raw
+    ref: str | None = None
+    stripped = raw.lstrip()
+    if stripped.startswith("{"):
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            obj = None  # not JSON: plain text that happens to start with "{"
+        if isinstance(obj, dict) and "type" in obj:
+            ref = _ref(obj.get("ref"))
+            if obj["type"] != "message":
+                raise ValidationError(E_UNKNOWN_TYPE, f"unknown message type {json.dumps(obj['type'])[:40]}", ref)
+            text = obj.get("text")
+            if not isinstance(text, str):
+                raise ValidationError(E_BAD_MESSAGE, "message needs a string 'text'", ref)
+    if not text:
+        raise ValidationError(E_EMPTY, "message text is empty", ref)
+    if len(text) > max_bytes:  # n code points are at least n bytes
+        raise ValidationError(E_TOO_LARGE, f"message text is over {max_bytes} bytes", ref)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape such as "\ud800"
+        raise ValidationError(E_BAD_MESSAGE, "message text is not valid Unicode", ref) from None
+    if size > max_bytes:
+        raise ValidationError(E_TOO_LARGE, f"message text is over {max_bytes} bytes", ref)
+    return ChatInput(text, ref)
+
+
+# ---- server -> client -------------------------------------------------------------------
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def encode_hello(
+    room: str,
+    conn_id: str,
+    name: str,
+    members: Iterable[Member],
+    recovered: bool | None = None,
+) -> bytes:
+    """First event on every chat connection. ``recovered`` only when ``since=`` was given."""
+    members = list(members)
+    obj: dict[str, Any] = {
+        "type": "hello",
+        "room": room,
+        "id": conn_id,
+        "name": name,
+        "members": [m.name for m in members],
+        "presence": [{"id": m.id, "name": m.name} for m in members],
+    }
+    if recovered is not None:
+        obj["recovered"] = recovered
+    return _dump(obj)
+
+
+def encode_message(msg: Message, replay: bool = False) -> bytes:
+    obj: dict[str, Any] = {"type": "message", **msg.to_dict()}
+    if replay:
+        obj["replay"] = True
+    return _dump(obj)
+
+
+def encode_ack(ref: str, message_id: str) -> bytes:
+    return _dump({"type": "ack", "ref": ref, "id": message_id})
+
+
+def encode_presence(event: PresenceEvent) -> bytes:
+    return _dump({"type": event.kind, "room": event.room, "name": event.member.name, "id": event.member.id})
+
+
+def encode_error(code: str, reason: str, ref: str | None = None) -> bytes:
+    obj: dict[str, Any] = {"type": "error", "code": code, "reason": reason}
+    if ref is not None:
+        obj["ref"] = ref
+    return _dump(obj)
+
+
+def encode_event(event: Message | PresenceEvent) -> bytes:
+    """A live broker event as the JSON payload every local member receives."""
+    if isinstance(event, Message):
+        return encode_message(event)
+    return encode_presence(event)

@@ -1,0 +1,346 @@
+"""The local hub: which connections of this process are in which room, and fan-out to them.
+
+One broker subscription per room that has members in this process. Each event the
+broker delivers is serialised and framed once (:func:`frame_event`), and the same bytes
+are put on every local member's bounded queue with ``conn.send_frame`` (never blocks; a
+member whose queue overflows is closed 1008 by its connection, nobody else waits).
+
+Joining, with history and ``since=`` resume without gap or duplicate::
+
+    1. register the member as *pending*: live events for it are buffered, not sent
+    2. subscribe the room (first local member only), then broker.join (presence)
+    3. read members and history (these may yield: Redis)
+    4. send hello, then the replayed messages (``replay: true``)
+    5. flush the buffer, skipping messages whose id is <= the last replayed id,
+       and switch the member to *live*: from here on frames go straight to its queue.
+
+Steps 5 and the switch run without yielding, so no event can slip between them.
+
+The hub needs only this from a connection (duck-typed, see ``wsapp.connection``):
+``id``, ``send_frame(bytes) -> bool`` and ``close(code, reason)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import gevent
+import gevent.event
+
+from . import events
+from .broker.base import (
+    Broker,
+    BrokerUnavailable,
+    Event,
+    Member,
+    Message,
+    PresenceEvent,
+    Subscription,
+)
+
+log = logging.getLogger("wsapp.chat")
+
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+
+
+class ChatConnection(Protocol):
+    id: str
+
+    def send_frame(self, frame: bytes) -> bool: ...
+
+    def close(self, code: int = 1000, reason: str = "") -> Any: ...
+
+
+def text_frame(payload: bytes) -> bytes:
+    """Frame a UTF-8 JSON payload as one unmasked server text frame."""
+    from wsapp.protocol.frames import Opcode, encode_frame
+
+    return encode_frame(Opcode.TEXT, payload)
+
+
+class LocalMember:
+    """A connection in a room of this process."""
+
+    __slots__ = ("buffer", "buffer_limit", "conn", "live", "member", "room")
+
+    def __init__(self, conn: ChatConnection, room: str, member: Member, buffer_limit: int) -> None:
+        self.conn = conn
+        self.room = room
+        self.member = member
+        self.live = False
+        self.buffer: list[tuple[Event, bytes]] | None = []
+        self.buffer_limit = buffer_limit
+
+    @property
+    def id(self) -> str:
+        return self.member.id
+
+    @property
+    def name(self) -> str:
+        return self.member.name
+
+    def deliver(self, event: Event, frame: bytes) -> None:
+        if self.live:
+            self.conn.send_frame(frame)
+            return
+        buf = self.buffer
+        if buf is None:  # overflowed while joining; already closing
+            return
+        if len(buf) >= self.buffer_limit:
+            self.buffer = None
+            self.conn.close(CLOSE_POLICY, "too slow: event buffer overflow while joining")
+            return
+        buf.append((event, frame))
+
+    def go_live(
+        self,
+        last_key: tuple[int, ...] | None,
+        id_key: Callable[[str], tuple[int, ...]],
+        pace: Callable[[], bool] = lambda: True,
+    ) -> bool:
+        """Flush events buffered during the join, skipping replayed ids; then go live.
+
+        `pace()` may yield (waiting for the queue to drain); events arriving meanwhile
+        join the buffer, so we loop until a pass ends with nothing new, and switch to
+        live without yielding after that last check. False if the member was closed."""
+        while True:
+            buf = self.buffer
+            if buf is None:
+                return False  # overflowed: the connection is closing
+            if not buf:
+                break
+            self.buffer = []
+            for event, frame in buf:
+                if isinstance(event, Message) and last_key is not None and id_key(event.id) <= last_key:
+                    continue  # already sent as a replay
+                if not pace():
+                    self.buffer = None
+                    return False
+                self.conn.send_frame(frame)
+        self.buffer = None
+        self.live = True
+        return True
+
+    def abandon(self) -> None:
+        """Stop buffering for a member that will never go live."""
+        self.buffer = None
+
+
+@dataclass(eq=False)
+class _Room:
+    name: str
+    members: dict[str, LocalMember] = field(default_factory=dict)
+    snapshot: tuple[LocalMember, ...] = ()
+    subscription: Subscription | None = None
+    ready: gevent.event.Event = field(default_factory=gevent.event.Event)
+    error: BaseException | None = None
+
+    def refresh(self) -> None:
+        self.snapshot = tuple(self.members.values())
+
+
+def frame_event(event: Event, framer: Callable[[bytes], bytes] = text_frame) -> bytes:
+    return framer(events.encode_event(event))
+
+
+class Hub:
+    """Local rooms of this process on top of a broker."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        history: int = 100,
+        queue_limit: int = 1000,
+        replay_timeout: float = 10.0,
+        framer: Callable[[bytes], bytes] = text_frame,
+    ) -> None:
+        self.broker = broker
+        self.history = history
+        self.queue_limit = queue_limit
+        self.buffer_limit = queue_limit
+        self.replay_timeout = replay_timeout
+        self.framer = framer
+        self._rooms: dict[str, _Room] = {}
+        self.fanout_events = 0  # events encoded (once each)
+        self.fanout_frames = 0  # frames handed to connections
+
+    # ---- introspection
+
+    def local_rooms(self) -> dict[str, int]:
+        return {name: len(r.members) for name, r in self._rooms.items()}
+
+    def local_members(self, room: str) -> list[LocalMember]:
+        r = self._rooms.get(room)
+        return list(r.snapshot) if r else []
+
+    # ---- broker delivery (encode once, send many)
+
+    def _on_event(self, room: _Room, event: Event) -> None:
+        members = room.snapshot
+        if not members:
+            return
+        frame = self.framer(events.encode_event(event))
+        self.fanout_events += 1
+        skip = event.member.id if isinstance(event, PresenceEvent) else None
+        for lm in members:
+            if lm.member.id == skip:
+                continue  # a member does not get its own join: hello said it
+            lm.deliver(event, frame)
+        self.fanout_frames += len(members)
+
+    # ---- room subscriptions
+
+    def _attach(self, lm: LocalMember) -> _Room:
+        """Add `lm` (pending) to its local room; subscribe the room if it is new here."""
+        room = self._rooms.get(lm.room)
+        if room is None:
+            room = self._rooms[lm.room] = _Room(lm.room)
+            room.members[lm.id] = lm
+            room.refresh()
+            try:
+                room.subscription = self.broker.subscribe(lm.room, lambda ev, _r=room: self._on_event(_r, ev))
+            except BaseException as exc:
+                room.error = exc
+                if self._rooms.get(lm.room) is room:
+                    del self._rooms[lm.room]
+                raise
+            finally:
+                room.ready.set()
+            return room
+        room.members[lm.id] = lm
+        room.refresh()
+        room.ready.wait()  # another greenlet is subscribing this room (Redis: I/O)
+        if room.error is not None:
+            self._detach(lm)
+            raise BrokerUnavailable(f"cannot subscribe room {lm.room}: {room.error}")
+        return room
+
+    def _detach(self, lm: LocalMember) -> None:
+        room = self._rooms.get(lm.room)
+        if room is None or room.members.pop(lm.id, None) is None:
+            return
+        room.refresh()
+        if not room.members:
+            del self._rooms[lm.room]
+            if room.subscription is not None:
+                try:
+                    self.broker.unsubscribe(room.subscription)
+                except Exception:
+                    log.exception("unsubscribing room %s failed", lm.room)
+
+    # ---- members
+
+    def join(self, conn: ChatConnection, room: str, name: str, since: str | None = None) -> LocalMember:
+        """Enter `room`: hello, history (or the messages after `since`), then live events.
+
+        Raises BrokerUnavailable (the caller closes the connection 1013). If the client
+        does not read its replay, it is closed 1008 and the member never goes live."""
+        lm = LocalMember(conn, room, Member(conn.id, name), self.buffer_limit)
+        self._attach(lm)
+        joined = False
+        try:
+            self.broker.join(room, lm.member)
+            joined = True
+            members = self.broker.members(room)
+            recovered: bool | None = None
+            if since is None:
+                replay = self.broker.history(room, limit=self.history) if self.history else []
+            else:
+                replay = self.broker.history(room, since=since)
+                recovered = self.broker.covers(room, since)
+                if len(replay) > self.history:
+                    replay = replay[-self.history :] if self.history else []
+                    recovered = False
+            if not any(m.id == lm.id for m in members):  # a broker may not list us yet
+                members.append(lm.member)
+            pace = self._pacer(conn)
+            conn.send_frame(self.framer(events.encode_hello(room, lm.id, name, members, recovered)))
+            for msg in replay:
+                if not pace():
+                    lm.abandon()
+                    return lm
+                conn.send_frame(self.framer(events.encode_message(msg, replay=True)))
+            if replay:
+                last_key = self.broker.id_key(replay[-1].id)
+            elif since is not None:
+                last_key = self.broker.id_key(since)
+            else:
+                last_key = None
+            lm.go_live(last_key, self.broker.id_key, pace)
+        except BaseException:
+            self._detach(lm)
+            if joined:
+                self._safe_leave(lm)
+            raise
+        return lm
+
+    def _pacer(self, conn: ChatConnection) -> Callable[[], bool]:
+        """A function that waits (yielding) while `conn`'s queue is half full.
+
+        Replays and join buffers can be longer than WSAPP_SEND_QUEUE; pacing them keeps
+        a reading client from being closed as slow. Returns False once the connection
+        is closed, or after closing it 1008 when it has not read for `replay_timeout`."""
+        queued = getattr(conn, "queued", None)
+        if queued is None:
+            return lambda: True
+        high = max(1, self.queue_limit // 2)
+        timeout = self.replay_timeout
+
+        def pace() -> bool:
+            if queued() < high:
+                return not getattr(conn, "closed", False)
+            deadline = time.monotonic() + timeout
+            while queued() >= high:
+                if getattr(conn, "closed", False):
+                    return False
+                if time.monotonic() > deadline:
+                    conn.close(CLOSE_POLICY, "too slow: history replay not read")
+                    return False
+                gevent.sleep(0.002)
+            return not getattr(conn, "closed", False)
+
+        return pace
+
+    def leave(self, lm: LocalMember) -> None:
+        """Leave the room (idempotent); the others get a ``leave`` event."""
+        self._detach(lm)
+        self._safe_leave(lm)
+
+    def _safe_leave(self, lm: LocalMember) -> None:
+        try:
+            self.broker.leave(lm.room, lm.id)
+        except Exception as exc:  # Redis down: presence expires with WSAPP_PRESENCE_TTL
+            log.warning("chat leave of %s from %s not recorded: %s", lm.id, lm.room, exc)
+
+    # ---- messages
+
+    def publish(self, lm: LocalMember, item: events.ChatInput) -> Message | None:
+        """Publish a member's message; ack it if it has a ref; error event on failure."""
+        try:
+            msg = self.broker.publish(lm.room, lm.name, item.text)
+        except BrokerUnavailable as exc:
+            log.warning("chat publish to %s failed: %s", lm.room, exc)
+            self.send_error(lm.conn, events.E_UNAVAILABLE, "message not sent: chat broker unavailable", item.ref)
+            return None
+        if item.ref is not None:
+            lm.conn.send_frame(self.framer(events.encode_ack(item.ref, msg.id)))
+        return msg
+
+    def send_error(self, conn: ChatConnection, code: str, reason: str, ref: str | None = None) -> bool:
+        return conn.send_frame(self.framer(events.encode_error(code, reason, ref)))
+
+    def close(self) -> None:
+        """Drop every local subscription (shutdown)."""
+        for room in list(self._rooms.values()):
+            if room.subscription is not None:
+                try:
+                    self.broker.unsubscribe(room.subscription)
+                except Exception:
+                    log.exception("unsubscribing room %s failed", room.name)
+        self._rooms.clear()

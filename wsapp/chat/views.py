@@ -1,0 +1,78 @@
+"""``/chat/<room>``: the chat WebSocket endpoint.
+
+Handshake parameters are validated before the socket is accepted, so a bad room name,
+nickname or ``since`` gets a plain HTTP 400 and the client is never upgraded. The page
+at the same URL (no upgrade) belongs to ``wsapp.pages``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gevent
+from flask import Blueprint, request
+
+from wsapp.app_state import get_state
+from wsapp.connection import Connection
+
+from . import events
+from .broker.base import BrokerUnavailable
+
+log = logging.getLogger("wsapp.chat")
+
+bp = Blueprint("chat", __name__)
+
+CLOSE_UNSUPPORTED = 1003
+CLOSE_TRY_AGAIN = 1013
+
+
+def refuse(reason: str, status: int = 400):
+    """A plain-text HTTP answer to a handshake we do not accept (no upgrade)."""
+    log.info("chat handshake refused (%d %s): %s %s", status, reason, request.remote_addr, request.full_path[:200])
+    return reason + "\n", status, {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
+
+
+@bp.route("/chat/<room>", websocket=True)
+def chat_socket(room: str):
+    state = get_state()
+    settings, hub, broker = state.settings, state.hub, state.broker
+    if not events.is_valid_room(room):
+        return refuse("invalid room name: use 1 to 64 of A-Z a-z 0-9 _ - .")
+    try:
+        name = events.normalize_name(request.args.get("name"))
+    except events.ValidationError as exc:
+        return refuse(f"invalid name: {exc.reason}")
+    since = request.args.get("since") or None
+    if since is not None and not broker.is_valid_id(since):
+        return refuse("invalid since: not a message id")
+    ws = request.environ.get("wsgi.websocket")
+    if ws is None:  # pragma: no cover - the route only matches upgrade requests
+        return refuse("WebSocket upgrade expected")
+
+    with Connection.open(ws, settings, endpoint="chat") as conn:
+        try:
+            member = hub.join(conn, room, name, since)
+        except BrokerUnavailable as exc:
+            log.warning("chat join of %s to %s failed: %s", conn.id, room, exc)
+            conn.close(CLOSE_TRY_AGAIN, "chat broker unavailable, try again later")
+            return ""
+        log.info("chat join: conn %s name %r room %s peer %s", conn.id, name, room, conn.peer)
+        try:
+            max_bytes = settings.max_chat_bytes
+            for message in conn:
+                if not isinstance(message, str):
+                    conn.close(CLOSE_UNSUPPORTED, "binary messages are not supported in chat")
+                    break
+                try:
+                    item = events.parse_client_text(message, max_bytes)
+                except events.ValidationError as exc:
+                    hub.send_error(conn, exc.code, exc.reason, exc.ref)
+                    continue
+                hub.publish(member, item)
+                # Let writer greenlets run before the next message: a client that sends a
+                # burst must not fill every member's queue before anything goes out.
+                gevent.sleep(0)
+        finally:
+            hub.leave(member)
+            log.info("chat leave: conn %s room %s close %s", conn.id, room, conn.close_code)
+    return ""

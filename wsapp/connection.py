@@ -1,0 +1,190 @@
+"""One `Connection` per accepted WebSocket: reader loop, bounded outbound queue, one writer.
+
+Views never write to the socket themselves. They put pre-encoded frames on the queue
+(`send_frame` never blocks), and a writer greenlet, started only while there is something
+to send, writes them, coalescing whatever has piled up into a single `sendall`. A peer
+that stops reading fills its own queue and is closed 1008; nobody else waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import gevent
+from geventwebsocket.exceptions import WebSocketError
+
+from wsapp.protocol.frames import CloseCode, Opcode, encode_frame
+
+if TYPE_CHECKING:
+    from wsapp.protocol.websocket import WebSocket
+    from wsapp.settings import Settings
+
+log = logging.getLogger("wsapp.connection")
+
+_TEXT = Opcode.TEXT
+_BINARY = Opcode.BINARY
+
+
+class _CloseRequest:
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+class Connection:
+    """The application's side of one WebSocket."""
+
+    __slots__ = ("ws", "settings", "endpoint", "id", "peer", "_queue", "_writer", "_limit", "_closing", "__weakref__")
+
+    def __init__(self, ws: WebSocket, settings: Settings, endpoint: str) -> None:
+        self.ws = ws
+        self.settings = settings
+        self.endpoint = endpoint
+        self.id = ws.id
+        self.peer = ws.peer
+        self._queue: deque[bytes | _CloseRequest] = deque()
+        self._writer: gevent.Greenlet | None = None
+        self._limit = settings.send_queue
+        self._closing = False
+
+    @classmethod
+    @contextmanager
+    def open(cls, ws: WebSocket, settings: Settings, endpoint: str) -> Iterator[Connection]:
+        """Accept the socket, yield the connection, then flush and close it properly."""
+        ws.accept()
+        conn = cls(ws, settings, endpoint)
+        ws.control_sink = conn._send_control
+        try:
+            yield conn
+        except Exception:
+            log.exception("error in %s handler (conn %s)", endpoint, conn.id)
+            conn.close(CloseCode.INTERNAL_ERROR, "internal server error")
+            conn.wait_closed()
+            raise
+        conn.close(CloseCode.NORMAL, "")
+        conn.wait_closed()
+
+    # --- state ---------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closing or self.ws.state != "OPEN"
+
+    @property
+    def close_code(self) -> int | None:
+        return self.ws.close_code
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # --- receiving -----------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        receive = self.ws.receive
+        while True:
+            message = receive()
+            if message is None:
+                return
+            yield message
+
+    # --- sending -------------------------------------------------------------------------
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue one pre-encoded frame; never blocks. False if closed or now closed for overflow."""
+        if self._closing or self.ws.state != "OPEN":
+            return False
+        queue = self._queue
+        if len(queue) >= self._limit:
+            self._overflow()
+            return False
+        queue.append(frame)
+        if self._writer is None:
+            self._writer = gevent.spawn(self._drain)
+        return True
+
+    def send_text(self, text: str) -> bool:
+        return self.send_frame(encode_frame(_TEXT, text.encode("utf-8")))
+
+    def send_message(self, message: str | bytes) -> bool:
+        """Send a message of the same kind it arrived as (text stays text, binary stays binary)."""
+        if isinstance(message, str):
+            return self.send_frame(encode_frame(_TEXT, message.encode("utf-8")))
+        return self.send_frame(encode_frame(_BINARY, message))
+
+    def _send_control(self, frame: bytes) -> None:
+        """Pongs and keepalive pings join the same queue, so one greenlet writes the socket."""
+        if self._closing or self.ws.state != "OPEN":
+            return
+        self._queue.append(frame)
+        if self._writer is None:
+            self._writer = gevent.spawn(self._drain)
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Send what is queued, then the close frame; returns at once."""
+        if self._closing or self.ws.state != "OPEN":
+            return
+        self._closing = True
+        self._queue.append(_CloseRequest(code, reason))
+        if self._writer is None:
+            self._writer = gevent.spawn(self._drain)
+
+    def wait_closed(self, timeout: float | None = None) -> None:
+        writer = self._writer
+        if writer is not None:
+            writer.join(timeout if timeout is not None else self.settings.close_timeout + 1.0)
+        if self.ws.state != "CLOSED" and not self._queue:
+            self.ws.close()
+
+    def _overflow(self) -> None:
+        """Slow consumer: drop its backlog, tell it why, and never let it hold anyone up."""
+        log.warning(
+            "slow consumer: %s queue over %d frames, closing 1008 (conn %s, peer %s)",
+            self.endpoint,
+            self._limit,
+            self.id,
+            self.peer,
+        )
+        self._queue.clear()
+        self._closing = True
+        self._queue.append(_CloseRequest(CloseCode.POLICY_VIOLATION, "send queue overflow: client too slow"))
+        if self._writer is None:
+            self._writer = gevent.spawn(self._drain)
+        # If the peer never reads again, the close frame cannot go out either: cut TCP.
+        gevent.spawn_later(self.settings.close_timeout, self._abort_if_stuck)
+
+    def _abort_if_stuck(self) -> None:
+        if self.ws.state != "CLOSED":
+            self.ws.abort(CloseCode.POLICY_VIOLATION, "send queue overflow: client too slow")
+
+    def _drain(self) -> None:
+        queue = self._queue
+        ws = self.ws
+        try:
+            while queue:
+                batch: list[bytes] = []
+                close: _CloseRequest | None = None
+                while queue:
+                    item = queue.popleft()
+                    if type(item) is _CloseRequest:
+                        close = item
+                        queue.clear()
+                        break
+                    batch.append(item)
+                if batch:
+                    try:
+                        ws.send_frame(batch[0] if len(batch) == 1 else b"".join(batch))
+                    except WebSocketError:
+                        queue.clear()
+                        return
+                    ws.messages_out += len(batch)
+                if close is not None:
+                    ws.close(close.code, close.reason)
+                    return
+        finally:
+            self._writer = None

@@ -1,0 +1,433 @@
+"""RFC 6455 framing as pure functions over bytes: no sockets, no greenlets.
+
+`Parser` is a sans-I/O incremental parser for frames sent by a client. It validates
+every rule gevent-websocket skips (mask bit, RSV bits, opcodes, control-frame limits,
+fragmentation order, message size, UTF-8) and does so as bytes arrive, so a violation
+is reported on the very read that carries it, never after buffering a whole message.
+"""
+
+from __future__ import annotations
+
+import codecs
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+try:  # C unmasking; wsaccel is pinned in requirements.txt
+    from wsaccel.xormask import XorMaskerSimple as _CMasker
+except ImportError:  # pragma: no cover - exercised only without wsaccel
+    _CMasker = None
+
+
+class Opcode(IntEnum):
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+DATA_OPCODES = frozenset((Opcode.CONTINUATION, Opcode.TEXT, Opcode.BINARY))
+CONTROL_OPCODES = frozenset((Opcode.CLOSE, Opcode.PING, Opcode.PONG))
+KNOWN_OPCODES = frozenset(int(op) for op in (*DATA_OPCODES, *CONTROL_OPCODES))
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS = 1005  # never sent on the wire
+    ABNORMAL = 1006  # never sent on the wire
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+
+
+MAX_CONTROL_PAYLOAD = 125
+MAX_CLOSE_REASON_BYTES = MAX_CONTROL_PAYLOAD - 2
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol; `code` is the close code to fail the connection with."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Codes a peer may put in a close frame (RFC 6455 7.4 and the IANA registry)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+# --- encoding ---------------------------------------------------------------------------
+
+_PACK_H = struct.Struct("!BB").pack
+_PACK_H16 = struct.Struct("!BBH").pack
+_PACK_H64 = struct.Struct("!BBQ").pack
+
+
+def encode_header(opcode: int, length: int, fin: bool = True, rsv: int = 0, masked: bool = False) -> bytes:
+    first = (0x80 if fin else 0) | (rsv & 0x7) << 4 | opcode
+    mask_bit = 0x80 if masked else 0
+    if length < 126:
+        return _PACK_H(first, mask_bit | length)
+    if length < 65536:
+        return _PACK_H16(first, mask_bit | 126, length)
+    return _PACK_H64(first, mask_bit | 127, length)
+
+
+def encode_frame(
+    opcode: int, payload: bytes = b"", fin: bool = True, rsv: int = 0, mask: bytes | None = None
+) -> bytes:
+    """One complete frame; unmasked (server to client) unless a 4-byte `mask` is given."""
+    header = encode_header(opcode, len(payload), fin, rsv, masked=mask is not None)
+    if mask is None:
+        return header + payload
+    return header + mask + apply_mask(payload, mask)
+
+
+def encode_text(text: str) -> bytes:
+    return encode_frame(Opcode.TEXT, text.encode("utf-8"))
+
+
+def encode_close_payload(code: int | None = CloseCode.NORMAL, reason: str = "") -> bytes:
+    """Close payload: 2-byte code plus UTF-8 reason, truncated to fit a control frame."""
+    if code is None:
+        return b""
+    data = reason.encode("utf-8")
+    if len(data) > MAX_CLOSE_REASON_BYTES:
+        data = data[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
+    return struct.pack("!H", code) + data
+
+
+def encode_close(code: int | None = CloseCode.NORMAL, reason: str = "") -> bytes:
+    return encode_frame(Opcode.CLOSE, encode_close_payload(code, reason))
+
+
+def parse_close_payload(payload: bytes) -> tuple[int | None, str]:
+    """(code, reason) of a received close frame; raises ProtocolError for a bad one."""
+    if not payload:
+        return None, ""
+    if len(payload) == 1:
+        raise ProtocolError(CloseCode.PROTOCOL_ERROR, "close payload of 1 byte")
+    (code,) = struct.unpack_from("!H", payload)
+    if not is_valid_close_code(code):
+        raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(CloseCode.INVALID_DATA, "close reason is not valid UTF-8") from None
+    return code, reason
+
+
+# --- masking ----------------------------------------------------------------------------
+
+
+def _py_mask(data: bytes, mask: bytes) -> bytes:
+    """XOR with a repeated mask through big integers: C speed without wsaccel."""
+    n = len(data)
+    if not n:
+        return b""
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+    return (int.from_bytes(data, "big") ^ key).to_bytes(n, "big")
+
+
+def apply_mask(data: bytes, mask: bytes) -> bytes:
+    """Mask or unmask a whole payload (the operation is its own inverse)."""
+    if _CMasker is not None:
+        return _CMasker(mask).process(data)
+    return _py_mask(data, mask)
+
+
+class _StreamMasker:
+    """Unmasks a payload that arrives in pieces, keeping the mask offset between pieces."""
+
+    __slots__ = ("_masker", "_mask", "_offset")
+
+    def __init__(self, mask: bytes) -> None:
+        self._mask = mask
+        self._offset = 0
+        self._masker = _CMasker(mask) if _CMasker is not None else None
+
+    def process(self, data: bytes) -> bytes:
+        if self._masker is not None:
+            return self._masker.process(data)
+        rotated = self._mask[self._offset :] + self._mask[: self._offset]
+        self._offset = (self._offset + len(data)) % 4
+        return _py_mask(data, rotated)
+
+
+# --- UTF-8 ------------------------------------------------------------------------------
+
+# Second-byte ranges for each lead byte that starts a multi-byte sequence (RFC 3629).
+_SECOND_BYTE = {
+    **{b: (0x80, 0xBF) for b in range(0xC2, 0xE0)},
+    0xE0: (0xA0, 0xBF),
+    **{b: (0x80, 0xBF) for b in range(0xE1, 0xED)},
+    0xED: (0x80, 0x9F),
+    0xEE: (0x80, 0xBF),
+    0xEF: (0x80, 0xBF),
+    0xF0: (0x90, 0xBF),
+    0xF1: (0x80, 0xBF),
+    0xF2: (0x80, 0xBF),
+    0xF3: (0x80, 0xBF),
+    0xF4: (0x80, 0x8F),
+}
+
+
+def is_valid_utf8_prefix(pending: bytes) -> bool:
+    """Can these (at most 3) trailing bytes still become a valid UTF-8 character?"""
+    if not pending:
+        return True
+    bounds = _SECOND_BYTE.get(pending[0])
+    if bounds is None:
+        return False
+    if len(pending) >= 2 and not bounds[0] <= pending[1] <= bounds[1]:
+        return False
+    return all(0x80 <= b <= 0xBF for b in pending[2:])
+
+
+class Utf8Decoder:
+    """Incremental strict UTF-8 decoding that fails on the first byte that cannot be valid.
+
+    CPython's incremental decoder (C speed) catches almost everything at once but keeps an
+    invalid partial sequence such as ED A0 (a surrogate) pending; we check the pending tail.
+    """
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+
+    def decode(self, data: bytes, final: bool) -> str:
+        try:
+            text = self._decoder.decode(data, final)
+        except UnicodeDecodeError:
+            raise ProtocolError(CloseCode.INVALID_DATA, "invalid UTF-8 in text message") from None
+        if not final:
+            pending = self._decoder.getstate()[0]
+            if pending and not is_valid_utf8_prefix(pending):
+                raise ProtocolError(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
+        return text
+
+
+# --- parsing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A complete data message: `str` for text, `bytes` for binary."""
+
+    data: str | bytes
+
+    @property
+    def is_text(self) -> bool:
+        return isinstance(self.data, str)
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int | None
+    reason: str
+
+
+Event = Message | Ping | Pong | Close
+
+
+class Parser:
+    """Incremental parser for client-to-server frames.
+
+    `feed(data)` returns the events completed by `data` and raises `ProtocolError` the
+    moment the stream becomes invalid. After a `Close` event, further bytes are ignored.
+    """
+
+    def __init__(self, max_message_bytes: int, require_mask: bool = True) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.require_mask = require_mask
+        self._buf = bytearray()
+        self.closed = False
+        # Current frame (None while waiting for a header).
+        self._opcode: int | None = None
+        self._fin = False
+        self._remaining = 0
+        self._masker: _StreamMasker | None = None
+        self._control: list[bytes] = []
+        # Current data message (fragmented across frames, or one frame arriving in pieces).
+        self._msg_opcode: int | None = None
+        self._msg_size = 0
+        self._msg_parts: list = []
+        self._utf8: Utf8Decoder | None = None
+
+    @property
+    def in_message(self) -> bool:
+        return self._msg_opcode is not None
+
+    def feed(self, data: bytes) -> list[Event]:
+        if self.closed:
+            return []
+        buf = self._buf
+        buf += data
+        events: list[Event] = []
+        pos = 0
+        n = len(buf)
+        try:
+            while pos < n and not self.closed:
+                if self._opcode is None:
+                    header = self._parse_header(buf, pos, n)
+                    if header is None:
+                        break
+                    pos = header
+                    if self._remaining == 0:
+                        self._finish_frame(b"", events)
+                        continue
+                take = min(self._remaining, n - pos)
+                if take == 0:
+                    break
+                chunk = bytes(buf[pos : pos + take])
+                pos += take
+                self._remaining -= take
+                self._payload(chunk, events)
+        finally:
+            del buf[:pos]
+        return events
+
+    # Header --------------------------------------------------------------------------------
+
+    def _parse_header(self, buf: bytearray, pos: int, n: int) -> int | None:
+        """Validate and consume one frame header at `pos`; None if it is not complete yet."""
+        if n - pos < 2:
+            return None
+        b0 = buf[pos]
+        b1 = buf[pos + 1]
+        fin = bool(b0 & 0x80)
+        opcode = b0 & 0x0F
+        # Rules that the first two bytes already decide: fail before waiting for more.
+        if b0 & 0x70:
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "RSV bits set without a negotiated extension")
+        if opcode not in KNOWN_OPCODES:
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
+        masked = bool(b1 & 0x80)
+        if self.require_mask and not masked:
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "client frame is not masked")
+        length = b1 & 0x7F
+        is_control = opcode >= 0x8
+        if is_control:
+            if not fin:
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
+            if length > MAX_CONTROL_PAYLOAD:
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "control frame payload over 125 bytes")
+        elif opcode == Opcode.CONTINUATION:
+            if self._msg_opcode is None:
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "continuation frame without a message to continue")
+        elif self._msg_opcode is not None:
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "new data frame inside a fragmented message")
+        offset = pos + 2
+        if length == 126:
+            if n - offset < 2:
+                return None
+            length = (buf[offset] << 8) | buf[offset + 1]
+            offset += 2
+        elif length == 127:
+            if n - offset < 8:
+                return None
+            length = int.from_bytes(buf[offset : offset + 8], "big")
+            offset += 8
+        if not is_control:
+            # Refuse before reading a single payload byte.
+            already = self._msg_size if opcode == Opcode.CONTINUATION else 0
+            if already + length > self.max_message_bytes:
+                raise ProtocolError(
+                    CloseCode.MESSAGE_TOO_BIG,
+                    f"message over the {self.max_message_bytes}-byte limit",
+                )
+        mask = None
+        if masked:
+            if n - offset < 4:
+                return None
+            mask = bytes(buf[offset : offset + 4])
+            offset += 4
+        self._opcode = opcode
+        self._fin = fin
+        self._remaining = length
+        self._masker = _StreamMasker(mask) if mask is not None else None
+        if not is_control and opcode != Opcode.CONTINUATION:
+            self._msg_opcode = opcode
+            self._msg_size = 0
+            self._msg_parts = []
+            self._utf8 = Utf8Decoder() if opcode == Opcode.TEXT else None
+        return offset
+
+    # Payload -------------------------------------------------------------------------------
+
+    def _payload(self, chunk: bytes, events: list[Event]) -> None:
+        if self._masker is not None:
+            chunk = self._masker.process(chunk)
+        if self._opcode is not None and self._opcode >= 0x8:
+            self._control.append(chunk)
+            if self._remaining == 0:
+                self._finish_frame(b"".join(self._control), events)
+            return
+        self._msg_size += len(chunk)
+        last = self._remaining == 0 and self._fin
+        if self._utf8 is not None:
+            self._msg_parts.append(self._utf8.decode(chunk, final=last))
+        else:
+            self._msg_parts.append(chunk)
+        if self._remaining == 0:
+            self._finish_frame(b"", events)
+
+    def _finish_frame(self, control_payload: bytes, events: list[Event]) -> None:
+        opcode = self._opcode
+        fin = self._fin
+        self._opcode = None
+        self._masker = None
+        self._control = []
+        if opcode == Opcode.PING:
+            events.append(Ping(control_payload))
+        elif opcode == Opcode.PONG:
+            events.append(Pong(control_payload))
+        elif opcode == Opcode.CLOSE:
+            code, reason = parse_close_payload(control_payload)
+            self.closed = True
+            events.append(Close(code, reason))
+        elif fin:
+            if self._utf8 is not None:
+                if self._remaining == 0 and not self._msg_parts:
+                    self._msg_parts.append(self._utf8.decode(b"", final=True))
+                data: str | bytes = "".join(self._msg_parts)
+            else:
+                data = b"".join(self._msg_parts)
+            self._msg_opcode = None
+            self._msg_parts = []
+            self._utf8 = None
+            self._msg_size = 0
+            events.append(Message(data))
+        elif self._utf8 is not None and not self._msg_parts:
+            # Empty non-final text fragment: nothing to validate yet.
+            pass
+
+
+def mask_key_source() -> Callable[[], bytes]:
+    """Random 4-byte mask keys for client-side framing (CLI client, tests)."""
+    import os
+
+    return lambda: os.urandom(4)

@@ -1,0 +1,78 @@
+"""Opening-handshake rules (RFC 6455 4.2) as pure functions over the WSGI environ.
+
+gevent-websocket answers a malformed key with a 500 and an HTTP/1.0 upgrade with the
+invented status "402 Bad Request"; here every refusal is a proper 4xx with a reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+SUPPORTED_VERSION = "13"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An HTTP answer that refuses an upgrade instead of switching protocols."""
+
+    status: str
+    reason: str
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def code(self) -> int:
+        return int(self.status.split(" ", 1)[0])
+
+
+def _tokens(value: str) -> set[str]:
+    return {item.strip().lower() for item in value.split(",") if item.strip()}
+
+
+def wants_websocket(environ: Mapping[str, str]) -> bool:
+    """The same test Werkzeug uses to route to `websocket=True` rules, so the two agree."""
+    return environ.get("HTTP_UPGRADE", "").lower() == "websocket" and "upgrade" in _tokens(
+        environ.get("HTTP_CONNECTION", "")
+    )
+
+
+def accept_key(key: str) -> str:
+    return base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode("ascii")
+
+
+def check_handshake(environ: Mapping[str, str], request_version: str) -> Rejection | None:
+    """None if the upgrade request is valid, else the HTTP answer refusing it."""
+    if environ.get("REQUEST_METHOD") != "GET":
+        return Rejection("405 Method Not Allowed", "WebSocket upgrade requires GET", (("Allow", "GET"),))
+    if request_version != "HTTP/1.1":
+        return Rejection("400 Bad Request", f"WebSocket upgrade requires HTTP/1.1, got {request_version}")
+    version = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip()
+    if version != SUPPORTED_VERSION:
+        what = f"unsupported Sec-WebSocket-Version {version!r}" if version else "missing Sec-WebSocket-Version"
+        return Rejection("400 Bad Request", what, (("Sec-WebSocket-Version", SUPPORTED_VERSION),))
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+    if not key:
+        return Rejection("400 Bad Request", "missing Sec-WebSocket-Key")
+    try:
+        raw = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return Rejection("400 Bad Request", "Sec-WebSocket-Key is not valid base64")
+    if len(raw) != 16:
+        return Rejection("400 Bad Request", "Sec-WebSocket-Key must encode 16 bytes")
+    return None
+
+
+def upgrade_response(key: str, extra_headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """The complete 101 response, written once by the handler when the view accepts."""
+    lines = [
+        "HTTP/1.1 101 Switching Protocols",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Accept: {accept_key(key)}",
+        *(f"{name}: {value}" for name, value in extra_headers),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -1,0 +1,301 @@
+"""The hardened `wsgi.websocket`: gevent-websocket's WebSocket API with a correct core.
+
+Compared with gevent-websocket 0.10.1 it
+- parses frames with `frames.Parser` (strict RFC 6455, size limit before any payload
+  is read, UTF-8 checked as bytes arrive, C-speed unmasking);
+- sends close frames that carry the code and reason, completes the close handshake and
+  lingers so the peer actually receives our close frame before TCP goes away;
+- serialises writes with a lock, so greenlets sending at once never interleave frames;
+- is accepted lazily: no 101 is written until the view calls `accept()` (or first
+  receives/sends), so a view can still refuse with a plain HTTP status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import gevent
+from gevent.event import Event
+from gevent.lock import Semaphore
+from geventwebsocket.exceptions import WebSocketError
+from geventwebsocket.websocket import WebSocket as StockWebSocket
+
+from wsapp.protocol import frames
+from wsapp.protocol.frames import Close, CloseCode, Message, Opcode, Ping, Pong, ProtocolError
+
+if TYPE_CHECKING:
+    from wsapp.settings import Settings
+
+log = logging.getLogger("wsapp.ws")
+
+READ_SIZE = 65536
+
+CONNECTING, OPEN, CLOSING, CLOSED = "CONNECTING", "OPEN", "CLOSING", "CLOSED"
+
+
+class WebSocket(StockWebSocket):
+    """One server-side WebSocket; created by `WsappHandler`, found at `environ["wsgi.websocket"]`."""
+
+    def __init__(self, environ: dict, handler: Any, settings: Settings) -> None:  # noqa: D107
+        # The stock __init__ is skipped on purpose: it wires the per-byte stream reader.
+        self.environ = environ
+        self.handler = handler
+        self.settings = settings
+        self.stream = None
+        self.id = handler.connection_id
+        self.peer = handler.peer
+        self.peer_ip = handler.peer_ip
+        self._socket = handler.socket
+        self._rfile = handler.rfile
+        self._parser = frames.Parser(settings.max_message_bytes)
+        self._pending: deque[str | bytes] = deque()
+        self._write_lock = Semaphore()
+        self._closed_event = Event()
+        self._reader: gevent.Greenlet | None = None
+        self.state = CONNECTING
+        self.opened_at = 0.0
+        self.close_code: int | None = None  # the code that ended the connection (1006: no close frame)
+        self.close_reason = ""
+        self.close_initiator = ""  # "server", "client" or "" before closing
+        self.last_received = time.monotonic()
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        #: Where pong replies go; a Connection points it at its writer queue (one writer).
+        self.control_sink: Callable[[bytes], Any] | None = None
+        #: Called with the payload of every pong (keepalive bookkeeping).
+        self.on_pong: Callable[[bytes], Any] | None = None
+
+    def __del__(self) -> None:
+        """No I/O from the garbage collector (the stock class closes here)."""
+
+    # --- stock-compatible API ------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:  # type: ignore[override]
+        return self.state in (CLOSING, CLOSED)
+
+    @closed.setter
+    def closed(self, value: bool) -> None:  # the stock code assigns it; we derive it
+        pass
+
+    @property
+    def accepted(self) -> bool:
+        return self.state != CONNECTING
+
+    @property
+    def origin(self) -> str | None:
+        return self.environ.get("HTTP_ORIGIN")
+
+    def accept(self) -> None:
+        """Send the 101 response; idempotent."""
+        if self.state != CONNECTING:
+            return
+        self.handler.send_upgrade(self)
+        self.state = OPEN
+        self.opened_at = time.monotonic()
+        self.last_received = self.opened_at
+
+    def receive(self) -> str | bytes | None:
+        """Next complete message (`str` or `bytes`), or None once the connection is closed."""
+        if self.state == CONNECTING:
+            self.accept()
+        pending = self._pending
+        while not pending:
+            if self.state == CLOSED or self._parser.closed:
+                return None
+            data = self._read()
+            if not data:
+                self._on_transport_lost()
+                return None
+            try:
+                events = self._parser.feed(data)
+            except ProtocolError as exc:
+                self._fail(exc.code, exc.reason)
+                return None
+            for event in events:
+                self._handle_event(event)
+        return pending.popleft()
+
+    read_message = receive
+
+    def send(self, message: str | bytes, binary: bool | None = None) -> None:
+        """Send one message: text for `str` (unless `binary`), binary for `bytes`."""
+        if self.state == CONNECTING:
+            self.accept()
+        if binary is None:
+            binary = not isinstance(message, str)
+        payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        self.send_frame(frames.encode_frame(Opcode.BINARY if binary else Opcode.TEXT, payload))
+        self.messages_out += 1
+
+    def send_frame(self, data: bytes | bytearray | memoryview) -> None:
+        """Write pre-encoded frame bytes atomically with respect to other senders."""
+        if self.state != OPEN:
+            raise WebSocketError("Connection is already closed")
+        self._write(data)
+
+    def close(self, code: int = CloseCode.NORMAL, message: str | bytes = "") -> None:
+        """Start (or finish) the closing handshake and release the TCP connection."""
+        reason = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+        if self.state == CONNECTING:
+            self.state = CLOSED
+            self._closed_event.set()
+            return
+        if self.state != OPEN:
+            if self.state == CLOSING:
+                self._wait_closed()
+            return
+        self._send_close(code, reason, initiator="server")
+        self._wait_closed()
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _read(self) -> bytes:
+        self._reader = gevent.getcurrent()
+        try:
+            data = self._rfile.read1(READ_SIZE)
+        except (OSError, ValueError, AttributeError):
+            return b""
+        finally:
+            self._reader = None
+        self.bytes_in += len(data)
+        self.last_received = time.monotonic()
+        return data
+
+    def _handle_event(self, event: frames.Event) -> None:
+        if type(event) is Message:
+            if self.state == OPEN:
+                self.messages_in += 1
+                self._pending.append(event.data)
+        elif type(event) is Ping:
+            if self.state == OPEN:
+                self._send_control(frames.encode_frame(Opcode.PONG, event.payload))
+        elif type(event) is Pong:
+            if self.on_pong is not None:
+                self.on_pong(event.payload)
+        elif type(event) is Close:
+            self._on_close_frame(event)
+
+    def _on_close_frame(self, event: Close) -> None:
+        if self.state == OPEN:
+            # Peer-initiated: echo its code (RFC 6455 5.5.1), then the server closes TCP first.
+            reply = event.code if event.code is not None else CloseCode.NORMAL
+            self.close_code, self.close_reason, self.close_initiator = reply, event.reason, "client"
+            self.state = CLOSING
+            self._try_write(frames.encode_close(reply, ""))
+        else:
+            # Reply to our own close: the handshake is complete.
+            pass
+        self._finish()
+
+    def _on_transport_lost(self) -> None:
+        if self.state == OPEN:
+            self.close_code, self.close_reason, self.close_initiator = CloseCode.ABNORMAL, "connection lost", "client"
+        self._finish()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 7.1.7): close frame with the code, linger, close TCP."""
+        log.warning("protocol error from %s on %s (conn %s): %d %s", self.peer, self.path, self.id, code, reason)
+        if self.state == OPEN:
+            self.close_code, self.close_reason, self.close_initiator = code, reason, "server"
+            self.state = CLOSING
+            self._try_write(frames.encode_close(code, reason))
+        self._linger_and_finish()
+
+    # --- closing -------------------------------------------------------------------------
+
+    def _send_close(self, code: int, reason: str, initiator: str) -> None:
+        self.close_code, self.close_reason, self.close_initiator = code, reason, initiator
+        self.state = CLOSING
+        self._try_write(frames.encode_close(code, reason))
+
+    def _wait_closed(self) -> None:
+        """Wait briefly for the peer's close reply; read it ourselves if nobody else reads."""
+        timeout = self.settings.close_timeout
+        if self._reader is not None and self._reader is not gevent.getcurrent():
+            if not self._closed_event.wait(timeout):
+                self._finish()
+            return
+        with gevent.Timeout(timeout, False):
+            while not self._closed_event.is_set():
+                data = self._read()
+                if not data:
+                    break
+                try:
+                    events = self._parser.feed(data)
+                except ProtocolError:
+                    break
+                for event in events:
+                    if type(event) is Close:
+                        self._finish()
+                        return
+        self._finish()
+
+    def _linger_and_finish(self) -> None:
+        """Half-close and drain so our close frame is not destroyed by a TCP reset."""
+        sock = self._socket
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        with gevent.Timeout(self.settings.close_timeout, False):
+            while self._read():
+                pass
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.state == CLOSED:
+            return
+        if self.close_code is None:
+            self.close_code, self.close_initiator = CloseCode.ABNORMAL, "server"
+        self.state = CLOSED
+        sock = self._socket
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
+        self._closed_event.set()
+
+    def abort(self, code: int = CloseCode.ABNORMAL, reason: str = "aborted") -> None:
+        """Drop the TCP connection at once (dead or hopelessly slow peer)."""
+        if self.state in (OPEN, CLOSING) and self.close_code is None:
+            self.close_code, self.close_reason, self.close_initiator = code, reason, "server"
+        self._finish()
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _send_control(self, frame: bytes) -> None:
+        if self.control_sink is not None:
+            self.control_sink(frame)
+        else:
+            self._try_write(frame)
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        with self._write_lock:
+            try:
+                self._socket.sendall(data)
+            except (OSError, AttributeError) as exc:
+                self._on_transport_lost()
+                raise WebSocketError("Socket is dead") from exc
+        self.bytes_out += len(data)
+
+    def _try_write(self, data: bytes) -> bool:
+        try:
+            self._write(data)
+        except WebSocketError:
+            return False
+        return True
+
+    def send_keepalive_ping(self, frame: bytes) -> None:
+        if self.state == OPEN:
+            self._send_control(frame)
+
+    def shutdown_close(self, code: int, reason: str) -> None:
+        """Planned shutdown: close with `code` (1001), whatever is still queued."""
+        self.close(code, reason)

@@ -1,0 +1,38 @@
+"""`WsappWorker`: gevent-websocket's gunicorn worker with our handler and a graceful exit.
+
+The stock `GeventWebSocketWorker` installs the stock handler and, on SIGTERM, simply
+waits out `graceful_timeout` before killing greenlets, so clients see 1006. Ours sends
+every client a 1001 (going away) right away and exits as soon as the sockets are closed.
+"""
+
+from __future__ import annotations
+
+import gevent
+from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
+from gunicorn.workers.ggevent import PyWSGIHandler
+
+from wsapp.protocol import runtime
+from wsapp.protocol.handler import WsappHandler
+
+
+class GunicornWsappHandler(WsappHandler, PyWSGIHandler):
+    """Our handler plus gunicorn's access log and environ additions."""
+
+
+class WsappWorker(GeventWebSocketWorker):
+    wsgi_handler = GunicornWsappHandler
+
+    def _close_websockets(self) -> None:
+        rt = runtime.current()
+        if rt.shutting_down:
+            return
+        count = rt.close_all()
+        self.log.info("closed %d WebSocket(s) with 1001 for shutdown (pid %s)", count, self.pid)
+
+    def handle_exit(self, sig, frame) -> None:  # SIGTERM: graceful
+        super().handle_exit(sig, frame)
+        gevent.spawn(self._close_websockets)
+
+    def handle_quit(self, sig, frame) -> None:  # SIGINT / SIGQUIT
+        gevent.spawn(self._close_websockets)
+        super().handle_quit(sig, frame)

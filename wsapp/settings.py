@@ -1,0 +1,165 @@
+"""Settings from WSAPP_* environment variables, validated once at start.
+
+Every knob of the service lives here so that a bad value stops the process with a
+message naming the variable, instead of failing later on a live connection.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+PREFIX = "WSAPP_"
+
+
+class SettingsError(ValueError):
+    """A WSAPP_* variable has a value we cannot use; the message names it."""
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be an integer, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be a number, got {raw!r}") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
+def _str(raw: str) -> str:
+    return raw.strip()
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    items = tuple(item.strip().rstrip("/") for item in raw.split(",") if item.strip())
+    for item in items:
+        if item != "*" and "://" not in item:
+            raise ValueError(f"each origin must look like https://host[:port] or be '*', got {item!r}")
+    return items
+
+
+def _redis_url(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"must start with redis://, rediss:// or unix://, got {value!r}")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"must be DEBUG, INFO, WARNING or ERROR, got {raw!r}")
+    return value
+
+
+def _setting(default: Any, parse: Callable[[str], Any], doc: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration; `Settings.from_env()` is the only constructor used in production."""
+
+    host: str = _setting("127.0.0.1", _str, "Address `python -m wsapp serve` listens on.")
+    port: int = _setting(8000, _int(1, 65535), "Port `python -m wsapp serve` listens on.")
+    bind: str = _setting("", _str, "gunicorn bind address (`HOST:PORT`); `-b` on the command line wins.")
+    workers: int = _setting(1, _int(1, 256), "gunicorn worker processes; more than 1 needs WSAPP_REDIS_URL.")
+    max_message_bytes: int = _setting(MiB, _int(1, 1 << 31), "Largest frame or reassembled message accepted (inclusive); larger gets close 1009.")
+    max_chat_bytes: int = _setting(16 * 1024, _int(1, 1 << 24), "Largest chat message text in UTF-8 bytes; larger gets an `error` event.")
+    history: int = _setting(100, _int(0, 100_000), "Messages kept per room and replayed to a new member.")
+    send_queue: int = _setting(1000, _int(1, 1_000_000), "Outbound frames queued per connection before it is closed 1008 as too slow.")
+    api_token: str = _setting("", _str, "Bearer token for `POST /api/rooms/<room>/messages`; empty disables the endpoint (403).")
+    redis_url: str = _setting("", _redis_url, "Redis URL; set it to share rooms across processes and hosts. Empty: in-process memory broker.")
+    presence_ttl: float = _setting(30.0, _float(1.0, 3600.0), "Seconds before presence of a vanished process expires (Redis broker).")
+    trusted_proxies: int = _setting(0, _int(0, 10), "Number of reverse proxies whose X-Forwarded-* headers are trusted (0: none).")
+    allowed_origins: tuple[str, ...] = _setting((), _origins, "Comma list of allowed Origins for WebSocket handshakes, or `*`; empty: same origin as Host.")
+    require_origin: bool = _setting(False, _bool, "Refuse WebSocket handshakes without an Origin header.")
+    secret: str = _setting("", _str, "Secret for signing connection tokens.")
+    require_token: bool = _setting(False, _bool, "Require a signed `?token=` on /chat/<room> (needs WSAPP_SECRET).")
+    rate_limit: float = _setting(20.0, _float(0.0, 1e6), "Messages per second per connection (token bucket); 0 disables.")
+    rate_burst: int = _setting(40, _int(1, 1_000_000), "Burst size of the per-connection rate limit.")
+    max_conn_per_ip: int = _setting(100, _int(0, 1_000_000), "Concurrent WebSockets per client IP (429 beyond); 0 disables.")
+    max_connections: int = _setting(20_000, _int(1, 10_000_000), "Concurrent WebSockets per process (503 beyond).")
+    handshake_timeout: float = _setting(10.0, _float(0.1, 600.0), "Seconds a client has to send its complete HTTP request.")
+    ping_interval: float = _setting(20.0, _float(0.0, 3600.0), "Seconds between server pings on an idle socket; 0 disables keepalive.")
+    ping_timeout: float = _setting(20.0, _float(0.1, 3600.0), "Seconds to wait for a pong before closing the connection 1011.")
+    close_timeout: float = _setting(2.0, _float(0.0, 60.0), "Seconds to wait for the peer's close reply before closing TCP.")
+    log_level: str = _setting("INFO", _log_level, "Log level: DEBUG, INFO, WARNING or ERROR.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every WSAPP_* variable; unknown WSAPP_* names are errors too."""
+        environ = os.environ if environ is None else environ
+        known = {PREFIX + f.name.upper() for f in fields(cls)}
+        unknown = sorted(k for k in environ if k.startswith(PREFIX) and k not in known)
+        if unknown:
+            raise SettingsError(f"unknown setting {unknown[0]} (known: see README, Configuration)")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = PREFIX + f.name.upper()
+            if name in environ:
+                try:
+                    values[f.name] = f.metadata["parse"](environ[name])
+                except ValueError as exc:
+                    raise SettingsError(f"{name} {exc}") from None
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Rules that involve more than one variable."""
+        if self.require_token and not self.secret:
+            raise SettingsError("WSAPP_REQUIRE_TOKEN=1 needs WSAPP_SECRET to be set")
+        if self.workers > 1 and not self.redis_url:
+            raise SettingsError(
+                f"WSAPP_WORKERS={self.workers} needs WSAPP_REDIS_URL: with the in-process memory "
+                "broker each worker would hold its own rooms and chat would silently split"
+            )
+
+    def replace(self, **changes: Any) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+
+def settings_table() -> str:
+    """The README's configuration table, generated from the dataclass so it cannot drift."""
+    rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for f in fields(Settings):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        if isinstance(default, bool):
+            default = int(default)
+        rows.append(f"| `{PREFIX}{f.name.upper()}` | `{default}` | {f.metadata['doc']} |")
+    return "\n".join(rows)

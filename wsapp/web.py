@@ -1,0 +1,41 @@
+"""Operational HTTP endpoints: liveness and readiness."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Blueprint, jsonify
+
+from wsapp.app_state import get_state
+from wsapp.protocol import runtime
+
+bp = Blueprint("web", __name__)
+
+_STARTED = time.time()
+
+
+@bp.get("/healthz")
+def healthz():
+    """Liveness: the process serves HTTP. Stays 200 even while the broker is away."""
+    return jsonify(
+        status="ok",
+        pid=os.getpid(),
+        uptime_s=round(time.time() - _STARTED, 3),
+        connections=runtime.current().count(),
+    )
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness: 503 while the broker cannot be reached, so a balancer can route around us."""
+    broker = get_state().broker
+    ready = True
+    detail = "no broker"
+    if broker is not None:
+        healthy = getattr(broker, "healthy", None)
+        ready = bool(healthy()) if callable(healthy) else True
+        detail = type(broker).__name__
+    if runtime.current().shutting_down:
+        ready, detail = False, "shutting down"
+    return jsonify(status="ready" if ready else "unavailable", broker=detail), 200 if ready else 503
