@@ -489,8 +489,6 @@ static void on_open(conn_t *c, uint64_t t) {
     c->state = ST_OPEN;
     c->open_ns = t;
     g_nopen++;
-    if (opt.mode == MODE_ECHO)
-        for (int i = 0; i < opt.inflight; i++) echo_send_one(c, t);
 }
 
 static void on_handshake_bytes(conn_t *c, const char *p, size_t n, uint64_t t) {
@@ -691,6 +689,12 @@ static void print_latency(const char *prefix) {
 static int run_echo(void) {
     double setup_s = connect_all(opt.hard_timeout);
     g_all_open_ns = now_ns();
+    /* traffic starts once every connection is up, so setup never competes with echoes */
+    for (int i = 0; i < NC; i++) {
+        if (C[i].state != ST_OPEN) continue;
+        for (int k = 0; k < opt.inflight; k++) echo_send_one(&C[i], g_all_open_ns);
+        flush_out(&C[i]);
+    }
     uint64_t hard = g_all_open_ns + (uint64_t)(opt.hard_timeout * 1e9);
     if (count_open() == 0) g_finished = 1;
     while (!g_finished) {

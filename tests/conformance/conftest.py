@@ -67,14 +67,15 @@ class Target:
 
     def assert_healthy(self) -> None:
         """After a hostile case the server must still serve: a fresh echo round trip and
-        a clean closing handshake on a new connection."""
+        a completed closing handshake on a new connection (the close code itself is
+        asserted by family 7, not here)."""
         if self.server is not None:
             assert self.server.alive(), f"server process died:\n{self.server.log_text()[-3000:]}"
         with self.connect() as ws:
             ws.send_frame(Op.TEXT, b"health-check \xe2\x9c\x93")
             assert ws.recv_message(TIMEOUT) == (Op.TEXT, b"health-check \xe2\x9c\x93")
             ws.send_close(1000)
-            assert ws.expect_close(1000, timeout=TIMEOUT) == (1000, "")
+            ws.expect_close(timeout=TIMEOUT)  # any close frame, then TCP closed by the server
 
 
 def _target(mode: str, limit: int | None, env: dict[str, str]) -> Iterator[Target]:

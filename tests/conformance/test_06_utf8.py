@@ -60,7 +60,9 @@ def test_valid_utf8_echoed(target, payload):
 
 
 @pytest.mark.parametrize(
-    "payload", [VALID["greek-kosme"], VALID["4-byte-clef"] * 3, VALID["mixed"][:40]]
+    "payload",
+    [VALID["greek-kosme"], VALID["4-byte-clef"] * 3, VALID["mixed"][:44]],
+    ids=["greek-kosme", "3-clefs", "mixed-44-bytes"],
 )
 def test_valid_utf8_split_at_every_byte_across_two_fragments(target, payload):
     """Autobahn 6.2/6.4: fragment boundaries inside multi-byte characters are fine."""

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 DEFAULT_TIMEOUT = 2.0
+SEND_TIMEOUT = 60.0  # writes of big frames may legitimately block for a while
 
 
 class Op:
@@ -311,6 +312,8 @@ class RawWS:
         self.close_received: tuple[int | None, str] | None = None
         self.tcp_closed = False
         self.auto_pong = True
+        self.timeout = DEFAULT_TIMEOUT  # default wait for replies
+        self.send_timeout = SEND_TIMEOUT
         self.server_pings: list[bytes] = []
 
     # ---- connecting
@@ -348,17 +351,23 @@ class RawWS:
         except BaseException:
             sock.close()
             raise
-        return cls(sock, resp, key, bytes(buf))
+        ws = cls(sock, resp, key, bytes(buf))
+        ws.timeout = timeout
+        return ws
 
     # ---- sending
 
-    def send_raw(self, data: bytes) -> None:
+    def _sendall(self, data: bytes) -> None:
+        self.sock.settimeout(self.send_timeout)
         self.sock.sendall(data)
+
+    def send_raw(self, data: bytes) -> None:
+        self._sendall(data)
 
     def send_raw_chunked(self, data: bytes, chunk: int = 1, pause: float = 0.0) -> None:
         """Write data in pieces of `chunk` bytes with `pause` seconds between writes."""
         for i in range(0, len(data), chunk):
-            self.sock.sendall(data[i : i + chunk])
+            self._sendall(data[i : i + chunk])
             if pause and i + chunk < len(data):
                 time.sleep(pause)
 
@@ -405,7 +414,7 @@ class RawWS:
     def try_send(self, data: bytes) -> bool:
         """sendall that tolerates the server having closed/reset already."""
         try:
-            self.sock.sendall(data)
+            self._sendall(data)
             return True
         except OSError:
             return False
@@ -441,9 +450,10 @@ class RawWS:
         del self._buf[:n]
         return out
 
-    def recv_frame(self, timeout: float = DEFAULT_TIMEOUT) -> Frame:
+    def recv_frame(self, timeout: float | None = None) -> Frame:
         """Read exactly one frame. Server frames must be unmasked (RFC 6455 5.1).
         Raises TimeoutError, or ConnectionClosedNoFrame when TCP ends first."""
+        timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self._fill(2, deadline)
         b0, b1 = self._buf[0], self._buf[1]
@@ -467,8 +477,9 @@ class RawWS:
             self.close_received = parse_close(frame.payload)
         return frame
 
-    def next_frame(self, timeout: float = DEFAULT_TIMEOUT) -> Frame:
+    def next_frame(self, timeout: float | None = None) -> Frame:
         """recv_frame, but answer and skip server keepalive pings."""
+        timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
             frame = self.recv_frame(max(0.0, deadline - time.monotonic()))
@@ -479,9 +490,10 @@ class RawWS:
                 continue
             return frame
 
-    def recv_message(self, timeout: float = DEFAULT_TIMEOUT) -> tuple[int, bytes]:
+    def recv_message(self, timeout: float | None = None) -> tuple[int, bytes]:
         """Read one complete data message (reassembling fragments) -> (opcode, payload).
         Pongs are not expected here: any control frame other than a server ping is an error."""
+        timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         opcode: int | None = None
         parts: list[bytes] = []
@@ -508,7 +520,7 @@ class RawWS:
             if frame.fin:
                 return opcode, b"".join(parts)
 
-    def recv_pong(self, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+    def recv_pong(self, timeout: float | None = None) -> bytes:
         frame = self.next_frame(timeout)
         if frame.opcode == Op.CLOSE:
             raise UnexpectedClose(*(self.close_received or (None, "")))
@@ -516,8 +528,9 @@ class RawWS:
             raise ProtocolViolation(f"expected a pong, got {frame!r}")
         return frame.payload
 
-    def echo(self, payload: bytes | str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def echo(self, payload: bytes | str, timeout: float | None = None) -> None:
         """Send a text (str) or binary (bytes) message and assert it comes back unchanged."""
+        timeout = self.timeout if timeout is None else timeout
         if isinstance(payload, str):
             self.send_frame(Op.TEXT, payload)
             want = (Op.TEXT, payload.encode("utf-8"))
@@ -563,7 +576,7 @@ class RawWS:
     def expect_close(
         self,
         code: int | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         tcp_timeout: float = 1.0,
         allow_data: bool = False,
         reply: bool = True,
@@ -573,6 +586,7 @@ class RawWS:
         fail the test unless `allow_data`. Unless we already sent a close (or `reply` is
         False) we answer with a close echoing the code, then require the server to close
         TCP within `tcp_timeout`. Raises ConnectionClosedNoFrame if TCP ends first."""
+        timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         skipped: list[Frame] = []
         while True:

@@ -146,9 +146,13 @@ def encode_hello(
     conn_id: str,
     name: str,
     members: Iterable[Member],
+    history: int = 0,
     recovered: bool | None = None,
 ) -> bytes:
-    """First event on every chat connection. ``recovered`` only when ``since=`` was given."""
+    """First event on every chat connection.
+
+    ``history``: how many replayed messages follow; ``recovered`` only when ``since=``
+    was given (False: some messages after it are no longer in history)."""
     members = list(members)
     obj: dict[str, Any] = {
         "type": "hello",
@@ -157,6 +161,7 @@ def encode_hello(
         "name": name,
         "members": [m.name for m in members],
         "presence": [{"id": m.id, "name": m.name} for m in members],
+        "history": history,
     }
     if recovered is not None:
         obj["recovered"] = recovered

@@ -260,7 +260,7 @@ class Hub:
             if not any(m.id == lm.id for m in members):  # a broker may not list us yet
                 members.append(lm.member)
             pace = self._pacer(conn)
-            conn.send_frame(self.framer(events.encode_hello(room, lm.id, name, members, recovered)))
+            conn.send_frame(self.framer(events.encode_hello(room, lm.id, name, members, len(replay), recovered)))
             for msg in replay:
                 if not pace():
                     lm.abandon()

@@ -1,0 +1,120 @@
+"""HTTP API next to the chat sockets, so other programs can read and push into rooms.
+
+    GET  /api/rooms                          rooms with members or history
+    GET  /api/rooms/<room>/messages?since=&limit=
+    POST /api/rooms/<room>/messages          {"name": ..., "text": ...}, Bearer token
+
+POST needs ``Authorization: Bearer $WSAPP_API_TOKEN``; with no token configured the
+endpoint is disabled (403). Errors are JSON: ``{"error": code, "reason": sentence}``.
+Registered by ``wsapp.chat.init_app``. Reference: docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Blueprint, jsonify, request
+
+from wsapp.app_state import get_state
+from wsapp.chat import events
+from wsapp.chat.broker.base import BrokerUnavailable, InvalidMessageId
+
+log = logging.getLogger("wsapp.api")
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def error(status: int, code: str, reason: str, headers: dict[str, str] | None = None):
+    response = jsonify(error=code, reason=reason)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+@bp.errorhandler(BrokerUnavailable)
+def _broker_down(exc: BrokerUnavailable):
+    log.warning("api: broker unavailable: %s", exc)
+    return error(503, events.E_UNAVAILABLE, "chat broker unavailable, try again later")
+
+
+@bp.get("/rooms")
+def list_rooms():
+    rooms = get_state().broker.rooms()
+    return jsonify(rooms=[{"room": r.room, "members": r.members, "last_id": r.last_id} for r in rooms])
+
+
+def _limit(default: int) -> int | None:
+    raw = request.args.get("limit")
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+        raise ValueError("limit must be an integer from 1 to 100000")
+    return int(raw)
+
+
+@bp.get("/rooms/<room>/messages")
+def room_messages(room: str):
+    if not events.is_valid_room(room):
+        return error(400, "invalid_room", "room names are 1 to 64 of A-Z a-z 0-9 _ - .")
+    state = get_state()
+    broker = state.broker
+    since = request.args.get("since") or None
+    try:
+        limit = _limit(state.settings.history)
+    except ValueError as exc:
+        return error(400, "invalid_limit", str(exc))
+    try:
+        messages = broker.history(room, since=since, limit=limit)
+    except InvalidMessageId:
+        return error(400, "invalid_since", "since is not a message id")
+    body: dict = {"room": room, "messages": [m.to_dict() for m in messages]}
+    if since is not None:
+        body["complete"] = broker.covers(room, since)
+    return jsonify(body)
+
+
+def _authorized(token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return False
+    return hmac.compare_digest(given.strip().encode("utf-8"), token.encode("utf-8"))
+
+
+@bp.post("/rooms/<room>/messages")
+def post_message(room: str):
+    state = get_state()
+    token = state.settings.api_token
+    if not token:
+        return error(403, "disabled", "posting is disabled: WSAPP_API_TOKEN is not set")
+    if not _authorized(token):
+        return error(401, "unauthorized", "Authorization: Bearer <WSAPP_API_TOKEN> required",
+                     {"WWW-Authenticate": 'Bearer realm="wsapp"'})
+    if not events.is_valid_room(room):
+        return error(400, "invalid_room", "room names are 1 to 64 of A-Z a-z 0-9 _ - .")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error(400, "invalid_body", 'expected a JSON object {"name": ..., "text": ...}')
+    raw_name = body.get("name")
+    if raw_name is not None and not isinstance(raw_name, str):
+        return error(400, "invalid_name", "name must be a string")
+    try:
+        name = events.normalize_name(raw_name, make_guest=lambda: "api")
+    except events.ValidationError as exc:
+        return error(400, "invalid_name", exc.reason)
+    text = body.get("text")
+    if not isinstance(text, str) or not text:
+        return error(400, events.E_EMPTY, "text must be a non-empty string")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return error(400, events.E_BAD_MESSAGE, "text is not valid Unicode")
+    if size > state.settings.max_chat_bytes:
+        return error(413, events.E_TOO_LARGE, f"text is over {state.settings.max_chat_bytes} bytes")
+    msg = state.broker.publish(room, name, text)
+    response = jsonify(msg.to_dict())
+    response.status_code = 201
+    return response
