@@ -327,7 +327,27 @@ static void measure_begin(uint64_t t) {
     g_cpu0 = server_cpu();
 }
 
+static uint64_t g_unanswered, g_unanswered_1s;
+
+/* Echo messages still unanswered when the window closes enter the histogram with their
+   age so far: a connection the server starves must show up in p99, not vanish from it. */
+static void add_censored(uint64_t t) {
+    if (opt.mode != MODE_ECHO) return;
+    for (int i = 0; i < NC; i++) {
+        conn_t *c = &C[i];
+        if (c->state != ST_OPEN) continue;
+        for (int k = 0; k < c->rcount; k++) {
+            uint64_t sent = c->ring[(c->rhead + k) % opt.inflight];
+            if (sent >= t) continue;
+            hadd(&H, t - sent);
+            g_unanswered++;
+            if (t - sent > 1000000000ull) g_unanswered_1s++;
+        }
+    }
+}
+
 static void measure_end(uint64_t t) {
+    if (g_measuring) add_censored(t);
     g_measuring = 0;
     g_measure_end = t;
     getrusage(RUSAGE_SELF, &g_ru1);
@@ -723,11 +743,13 @@ static int run_echo(void) {
     print_common();
     printf(", \"setup_s\": %.3f, \"elapsed_s\": %.4f, \"messages\": %llu, \"msgs_per_s\": %.1f, "
            "\"mb_per_s\": %.3f, \"s_per_msg\": %.6f, \"min_per_conn\": %llu, \"max_per_conn\": %llu, "
-           "\"client_cpu_util\": %.3f, \"server_cpu_s\": %.3f, \"timed_out\": %d, ",
+           "\"client_cpu_util\": %.3f, \"server_cpu_s\": %.3f, \"timed_out\": %d, "
+           "\"unanswered_at_end\": %llu, \"unanswered_over_1s\": %llu, ",
            setup_s, el, (unsigned long long)g_done, el > 0 ? g_done / el : 0,
            el > 0 ? (double)g_done * (double)opt.size / el / 1e6 : 0, g_done ? el / (double)g_done : 0,
            (unsigned long long)(mn == UINT64_MAX ? 0 : mn), (unsigned long long)mx,
-           el > 0 ? client_cpu / el : 0, g_cpu1 - g_cpu0, g_timed_out);
+           el > 0 ? client_cpu / el : 0, g_cpu1 - g_cpu0, g_timed_out, (unsigned long long)g_unanswered,
+           (unsigned long long)g_unanswered_1s);
     print_latency("");
     printf("}\n");
     return 0;

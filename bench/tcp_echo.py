@@ -18,6 +18,8 @@ BUFSIZE = 256 * 1024
 
 def handle(sock: socket.socket, _addr: tuple[str, int]) -> None:
     """Echo until the peer closes; a reset is just the end of the connection."""
+    # No Nagle: the ceiling must not wait on delayed ACKs that a tuned server would avoid.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         while True:
             data = sock.recv(BUFSIZE)

@@ -49,6 +49,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(web.bp)
     app.register_blueprint(echo.bp)
+    from wsapp import metrics  # issue 6: /metrics (see docs/NOTES_security.md)
+
+    metrics.init_labels()
+    state.metrics = metrics
+    app.register_blueprint(metrics.bp)
 
     chat = _optional("wsapp.chat")
     if chat is not None and hasattr(chat, "init_app"):

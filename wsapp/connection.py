@@ -86,12 +86,17 @@ class Connection:
     # --- receiving -----------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[str | bytes]:
-        receive = self.ws.receive
+        receive_many = self.ws.receive_many
         while True:
-            message = receive()
-            if message is None:
+            batch = receive_many()
+            if not batch:
                 return
-            yield message
+            yield from batch
+            if self._queue and self._writer is None:
+                # Replies to this batch are ready: write them from the reader itself, in one
+                # sendall, instead of waking a writer greenlet (a burst costs one switch less).
+                self._writer = gevent.getcurrent()
+                self._drain()
 
     # --- sending -------------------------------------------------------------------------
 

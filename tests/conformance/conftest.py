@@ -84,6 +84,11 @@ def _target(mode: str, limit: int | None, env: dict[str, str]) -> Iterator[Targe
         return
     with running_server(mode, env=env) as srv:
         yield Target(mode, srv.url(ECHO_PATH), limit, srv)
+        log = srv.log_text()
+    # Hostile input must get a close code and a log line, never an unhandled exception.
+    if "Traceback" in log:
+        start = log.index("Traceback")
+        raise AssertionError(f"{mode} server logged a traceback:\n{log[max(0, start - 500) : start + 3000]}")
 
 
 @pytest.fixture(scope="session", params=MODES)

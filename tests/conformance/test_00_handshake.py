@@ -93,12 +93,20 @@ def test_http10_upgrade_is_4xx_not_402(target):
         {"omit": ("Upgrade",)},
         {"headers": {"Upgrade": "h2c"}},
         {"omit": ("Connection",)},
-        {"method": "POST"},
     ],
-    ids=["no-upgrade-header", "upgrade-h2c", "no-connection-header", "post"],
+    ids=["no-upgrade-header", "upgrade-h2c", "no-connection-header"],
 )
-def test_non_websocket_requests_are_4xx_never_500(target, kwargs):
+def test_not_an_upgrade_is_plain_http_never_101_never_500(target, kwargs):
+    """Without a valid Upgrade/Connection pair this is an ordinary GET: the server may
+    serve a page or refuse it, but must not switch protocols or fail."""
     resp = target.http(target.request(**kwargs))
+    assert resp.status != 101 and resp.status < 500, f"{resp.status} {resp.reason}"
+    target.assert_healthy()
+
+
+def test_post_upgrade_is_4xx(target):
+    """The opening handshake is a GET (RFC 6455 4.1)."""
+    resp = target.http(target.request(method="POST"))
     assert 400 <= resp.status < 500, f"{resp.status} {resp.reason}"
     target.assert_healthy()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.rawws import Op
+from tests.support.rawws import Op, encode_frame
 
 RESERVED = [0x3, 0x4, 0x5, 0x6, 0x7, 0xB, 0xC, 0xD, 0xE, 0xF]
 
@@ -25,7 +25,7 @@ def test_echo_before_reserved_opcode_then_ping_not_answered(target, opcode):
     with target.connect() as ws:
         ws.send_frame(Op.TEXT, b"before")
         ws.send_frame(opcode, b"")
-        ws.send_frame(Op.PING, b"after")
+        ws.try_send(encode_frame(Op.PING, b"after"))
         assert ws.recv_message() == (Op.TEXT, b"before")
         ws.expect_close(1002)
     target.assert_healthy()

@@ -315,6 +315,7 @@ class RawWS:
         self.timeout = DEFAULT_TIMEOUT  # default wait for replies
         self.send_timeout = SEND_TIMEOUT
         self.server_pings: list[bytes] = []
+        self.frames_before_close: list[Frame] = []  # filled by expect_close(allow_data=True)
 
     # ---- connecting
 
@@ -605,6 +606,7 @@ class RawWS:
             if not allow_data:
                 raise ProtocolViolation(f"expected close {code}, got {frame!r} first")
             skipped.append(frame)
+            self.frames_before_close.append(frame)
         got_code, reason = self.close_received or (None, "")
         if not frame.fin or frame.rsv:
             raise ProtocolViolation(f"malformed close frame from server: {frame!r}")

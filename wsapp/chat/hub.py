@@ -31,6 +31,8 @@ from typing import Any, Protocol
 import gevent
 import gevent.event
 
+from wsapp import metrics
+
 from . import events
 from .broker.base import (
     Broker,
@@ -185,6 +187,7 @@ class Hub:
         members = room.snapshot
         if not members:
             return
+        started = time.perf_counter()  # issue 6: wsapp_fanout_seconds
         frame = self.framer(events.encode_event(event))
         self.fanout_events += 1
         skip = event.member.id if isinstance(event, PresenceEvent) else None
@@ -193,6 +196,7 @@ class Hub:
                 continue  # a member does not get its own join: hello said it
             lm.deliver(event, frame)
         self.fanout_frames += len(members)
+        metrics.observe_fanout(time.perf_counter() - started)
 
     # ---- room subscriptions
 
@@ -316,6 +320,7 @@ class Hub:
         try:
             self.broker.leave(lm.room, lm.id)
         except Exception as exc:  # Redis down: presence expires with WSAPP_PRESENCE_TTL
+            metrics.broker_error("leave")
             log.warning("chat leave of %s from %s not recorded: %s", lm.id, lm.room, exc)
 
     # ---- messages
@@ -326,6 +331,7 @@ class Hub:
             msg = self.broker.publish(lm.room, lm.name, item.text)
         except BrokerUnavailable as exc:
             log.warning("chat publish to %s failed: %s", lm.room, exc)
+            metrics.broker_error("publish")
             self.send_error(lm.conn, events.E_UNAVAILABLE, "message not sent: chat broker unavailable", item.ref)
             return None
         if item.ref is not None:

@@ -12,6 +12,7 @@ import logging
 import gevent
 from flask import Blueprint, request
 
+from wsapp import admission, metrics
 from wsapp.app_state import get_state
 from wsapp.connection import Connection
 
@@ -38,8 +39,11 @@ def chat_socket(room: str):
     settings, hub, broker = state.settings, state.hub, state.broker
     if not events.is_valid_room(room):
         return refuse("invalid room name: use 1 to 64 of A-Z a-z 0-9 _ - .")
+    admitted = admission.chat_token_name(settings, room, request.args.get("token"))  # issue 6: 401
+    if isinstance(admitted, admission.Rejection):
+        return refuse(admitted.reason, admitted.code)
     try:
-        name = events.normalize_name(request.args.get("name"))
+        name = admitted or events.normalize_name(request.args.get("name"))  # token name wins
     except events.ValidationError as exc:
         return refuse(f"invalid name: {exc.reason}")
     since = request.args.get("since") or None
@@ -54,12 +58,17 @@ def chat_socket(room: str):
             member = hub.join(conn, room, name, since)
         except BrokerUnavailable as exc:
             log.warning("chat join of %s to %s failed: %s", conn.id, room, exc)
+            metrics.broker_error("join")
             conn.close(CLOSE_TRY_AGAIN, "chat broker unavailable, try again later")
             return ""
         log.info("chat join: conn %s name %r room %s peer %s", conn.id, name, room, conn.peer)
         try:
             max_bytes = settings.max_chat_bytes
+            bucket = admission.message_limiter(settings)  # issue 6: WSAPP_RATE_LIMIT, 1008
             for message in conn:
+                if bucket is not None and not bucket.allow():
+                    conn.close(admission.RATE_LIMIT_CLOSE_CODE, admission.RATE_LIMIT_CLOSE_REASON)
+                    break
                 if not isinstance(message, str):
                     conn.close(CLOSE_UNSUPPORTED, "binary messages are not supported in chat")
                     break

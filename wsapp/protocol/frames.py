@@ -224,17 +224,6 @@ class Utf8Decoder:
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
-    """A complete data message: `str` for text, `bytes` for binary."""
-
-    data: str | bytes
-
-    @property
-    def is_text(self) -> bool:
-        return isinstance(self.data, str)
-
-
-@dataclass(frozen=True, slots=True)
 class Ping:
     payload: bytes
 
@@ -250,7 +239,8 @@ class Close:
     reason: str
 
 
-Event = Message | Ping | Pong | Close
+#: A complete data message is plain `str` (text) or `bytes` (binary); control frames are objects.
+Event = str | bytes | Ping | Pong | Close
 
 
 class Parser:
@@ -284,9 +274,14 @@ class Parser:
     def feed(self, data: bytes) -> list[Event]:
         if self.closed:
             return []
+        events: list[Event] = []
+        if not self._buf and self._opcode is None and self._msg_opcode is None:
+            pos = self._feed_fast(data, events)
+            if pos == len(data):
+                return events
+            data = data[pos:]
         buf = self._buf
         buf += data
-        events: list[Event] = []
         pos = 0
         n = len(buf)
         try:
@@ -309,6 +304,50 @@ class Parser:
         finally:
             del buf[:pos]
         return events
+
+    def _feed_fast(self, data: bytes, events: list[Event]) -> int:
+        """Complete, unfragmented, masked small data frames: the common case, in one tight loop.
+
+        Anything else (control frames, fragments, partial or large frames, any violation)
+        stops the loop and is left to the general path, which applies every rule.
+        """
+        n = len(data)
+        pos = 0
+        limit = self.max_message_bytes
+        masker = _CMasker
+        append = events.append
+        while n - pos >= 6:
+            b0 = data[pos]
+            if b0 != 0x81 and b0 != 0x82:
+                break
+            b1 = data[pos + 1]
+            length = b1 & 0x7F
+            if b1 < 0x80 or length == 127:
+                break
+            if length == 126:
+                if n - pos < 8:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                start = pos + 8
+            else:
+                start = pos + 6
+            end = start + length
+            if end > n or length > limit:
+                break
+            mask = data[start - 4 : start]
+            if masker is not None:
+                payload = masker(mask).process(data[start:end])
+            else:
+                payload = _py_mask(data[start:end], mask)
+            if b0 == 0x81:
+                try:
+                    append(payload.decode("utf-8"))
+                except UnicodeDecodeError:
+                    break
+            else:
+                append(payload)
+            pos = end
+        return pos
 
     # Header --------------------------------------------------------------------------------
 
@@ -420,7 +459,7 @@ class Parser:
             self._msg_parts = []
             self._utf8 = None
             self._msg_size = 0
-            events.append(Message(data))
+            events.append(data)
         elif self._utf8 is not None and not self._msg_parts:
             # Empty non-final text fragment: nothing to validate yet.
             pass

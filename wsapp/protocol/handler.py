@@ -10,21 +10,50 @@ goes out as plain HTTP and the client is never upgraded.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
+import socket
 import time
+from http.client import HTTPException
+from io import BytesIO
 from typing import Any
 
+import gevent
+from gevent import pywsgi
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
+from wsapp import admission
 from wsapp.protocol import runtime
 from wsapp.protocol.frames import CloseCode
 from wsapp.protocol.handshake import Rejection, check_handshake, upgrade_response, wants_websocket
 from wsapp.protocol.websocket import WebSocket
 
 log = logging.getLogger("wsapp.handler")
+
+#: Largest request head (request line excluded) we read: 32 KiB, like nginx's 4 x 8k buffers.
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADER_LINES = 100
+
+_HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 32\r\n\r\n"
+    b"request header block too large\r\n"
+)
+
+#: Reason labels (metrics) for handshakes the application refused, by HTTP status.
+_APP_REFUSAL_REASONS = {400: "bad_request", 401: "token", 403: "forbidden", 404: "not_found", 429: "rate_limited", 503: "unavailable"}
+
+
+class HeadersTooLarge(ValueError):
+    """The request head is over MAX_HEADER_BYTES or MAX_HEADER_LINES (answered 431)."""
+
+
+class _HandshakeTimeout(gevent.Timeout):
+    """The client did not send a complete request head within WSAPP_HANDSHAKE_TIMEOUT."""
+
 
 _ids = itertools.count(1)
 _PROCESS_TAG = f"{os.getpid():x}"
@@ -39,18 +68,98 @@ class WsappHandler(WebSocketHandler):
     """One instance per TCP connection (gevent pywsgi handler protocol)."""
 
     websocket: WebSocket | None = None
+    #: The client's address for limits and logs (X-Forwarded-For through trusted proxies).
+    client_ip: str | None = None
+
+    @property
+    def socket_ip(self) -> str:
+        addr = self.client_address
+        return addr[0] if isinstance(addr, tuple) and addr else str(addr)
 
     @property
     def peer(self) -> str:
         addr = self.client_address
+        if self.client_ip is not None and self.client_ip != self.socket_ip:
+            return f"{self.client_ip} (via {addr[0]}:{addr[1]})" if isinstance(addr, tuple) else self.client_ip
         if isinstance(addr, tuple) and len(addr) >= 2:
             return f"{addr[0]}:{addr[1]}"
         return str(addr)
 
     @property
     def peer_ip(self) -> str:
-        addr = self.client_address
-        return addr[0] if isinstance(addr, tuple) and addr else str(addr)
+        return self.client_ip if self.client_ip is not None else self.socket_ip
+
+    # --- reading the request: time and size limits ----------------------------------------
+
+    def handle_one_request(self):
+        """Read one request with WSAPP_HANDSHAKE_TIMEOUT for its head (slowloris), then serve it.
+
+        The timer covers the request line and headers only; it is cancelled as soon as
+        the head is parsed, so a WebSocket (or a slow download) is never cut by it. It
+        also bounds how long an idle keep-alive connection may wait for its next request."""
+        timeout = runtime.current().settings.handshake_timeout
+        timer = _HandshakeTimeout(timeout)
+        self._head_timer = timer
+        timer.start()
+        try:
+            return super().handle_one_request()
+        except _HandshakeTimeout as exc:
+            if exc is not timer:
+                raise
+            if self.requestline or getattr(self, "_head_started", False):
+                log.warning(
+                    "request head not complete after %.1fs from %s: dropped (slowloris?)",
+                    timeout,
+                    self.peer,
+                )
+                runtime.current().metrics.handshake_rejected("handshake_timeout")
+            self.close_connection = True
+            return None
+        finally:
+            timer.close()
+            self._head_timer = None
+
+    def read_requestline(self):
+        self.requestline = ""
+        line = super().read_requestline()
+        self._head_started = bool(line)
+        return line
+
+    def read_request(self, raw_requestline):
+        try:
+            return super().read_request(raw_requestline)
+        finally:
+            timer = getattr(self, "_head_timer", None)
+            if timer is not None:
+                timer.cancel()
+
+    def MessageClass(self, fp, *args):  # noqa: N802 - gevent's name
+        """Parse headers from at most MAX_HEADER_BYTES / MAX_HEADER_LINES, else HeadersTooLarge."""
+        lines = []
+        total = 0
+        while True:
+            line = fp.readline(MAX_HEADER_BYTES + 1 - total)
+            total += len(line)
+            if total > MAX_HEADER_BYTES or (line and not line.endswith(b"\n") and total >= MAX_HEADER_BYTES):
+                raise HeadersTooLarge(f"request header block over {MAX_HEADER_BYTES} bytes")
+            lines.append(line)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            if len(lines) > MAX_HEADER_LINES:
+                raise HeadersTooLarge(f"more than {MAX_HEADER_LINES} request header lines")
+        try:
+            return pywsgi.headers_factory(BytesIO(b"".join(lines)))
+        except HTTPException as exc:
+            raise HeadersTooLarge(str(exc)) from None
+
+    def _handle_client_error(self, ex):
+        if isinstance(ex, HeadersTooLarge):
+            log.warning("request refused: 431 %s from %s", ex, self.peer)
+            runtime.current().metrics.handshake_rejected("headers_too_large")
+            self.close_connection = True
+            return ("431", _HEADERS_TOO_LARGE)
+        runtime.current().metrics.handshake_rejected("bad_request")
+        return super()._handle_client_error(ex)
 
     # --- request dispatch ----------------------------------------------------------------
 
@@ -58,18 +167,35 @@ class WsappHandler(WebSocketHandler):
         if not wants_websocket(self.environ):
             return WSGIHandler.run_application(self)
         rt = runtime.current()
+        settings = rt.settings
+        self.client_ip = admission.client_ip(self.environ, self.socket_ip, settings.trusted_proxies)
         rejection = check_handshake(self.environ, self.request_version)
+        label = "bad_handshake"
         if rejection is None and rt.shutting_down:
-            rejection = Rejection("503 Service Unavailable", "server is shutting down", (("Retry-After", "1"),))
+            rejection, label = Rejection("503 Service Unavailable", "server is shutting down", (("Retry-After", "1"),)), "shutting_down"
+        if rejection is None:
+            rejection, label = admission.origin_rejection(self.environ, settings), "origin"
+        if rejection is None:
+            rejection = rt.admit(self.client_ip)
+            label = "capacity" if rejection is not None and rejection.code == 503 else "per_ip_limit"
         if rejection is not None:
+            rt.metrics.handshake_rejected(label)
             self.reject(rejection)
             return None
+        try:
+            self._run_websocket_application(rt)
+        finally:
+            rt.release(self.client_ip)
+        return None
+
+    def _run_websocket_application(self, rt: runtime.Runtime) -> None:
         self.connection_id = new_connection_id()
         ws = WebSocket(self.environ, self, rt.settings)
         self.websocket = ws
         self.environ["wsgi.websocket"] = ws
         self.environ["wsgi.websocket_version"] = "13"
         self.environ["wsapp.connection_id"] = self.connection_id
+        self.environ["wsapp.client_ip"] = self.client_ip
         self.close_connection = True
         app_status: list[str] = []
 
@@ -90,6 +216,9 @@ class WsappHandler(WebSocketHandler):
                     ws.close(CloseCode.NORMAL, "")
             else:
                 self.process_result()
+                code = getattr(self, "code", None)
+                if isinstance(code, int) and code >= 400:
+                    rt.metrics.handshake_rejected(_APP_REFUSAL_REASONS.get(code, f"http_{code}"))
         finally:
             if ws.accepted:
                 if ws.state != "CLOSED":
@@ -99,7 +228,6 @@ class WsappHandler(WebSocketHandler):
             self._discard_result()
             self.environ["wsgi.websocket"] = None
             self.websocket = None
-        return None
 
     def _discard_result(self) -> None:
         close = getattr(self.result, "close", None)
@@ -118,7 +246,12 @@ class WsappHandler(WebSocketHandler):
             rejection.reason,
         )
         body = (rejection.reason + "\n").encode("utf-8")
-        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close"), *rejection.headers]
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            *rejection.headers,
+        ]
         self.close_connection = True
         self.start_response(rejection.status, headers)
         self.write(body)
@@ -128,6 +261,9 @@ class WsappHandler(WebSocketHandler):
     def send_upgrade(self, ws: WebSocket) -> None:
         """Write the 101 response and register the socket (called by `ws.accept()`)."""
         key = self.environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+        with contextlib.suppress(OSError):
+            # Frames are written whole and coalesced by the writer; Nagle would only add delay.
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.socket.sendall(upgrade_response(key))
         self.status = "101 Switching Protocols"
         self.code = 101

@@ -1,12 +1,15 @@
 """Process-wide WebSocket bookkeeping: settings, open sockets, keepalive, shutdown.
 
-One `Runtime` per process. The handler registers every accepted socket here so that the
-process can count connections (per IP and in total), ping idle peers from ONE greenlet
-instead of one per socket, and close everything with 1001 on a planned shutdown.
+One `Runtime` per process. The handler reserves a slot here for every handshake it lets
+through (`admit`/`release`: the per-IP 429 and per-process 503 limits) and registers every
+accepted socket (`add`/`discard`), so that the process can ping idle peers from ONE
+greenlet instead of one per socket, export traffic metrics, and close everything with
+1001 on a planned shutdown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -14,7 +17,9 @@ from typing import TYPE_CHECKING
 
 import gevent
 
-from wsapp.protocol.frames import CloseCode, Opcode, encode_frame
+from wsapp.admission import check_limits
+from wsapp.protocol.frames import CloseCode, Opcode, encode_close, encode_frame
+from wsapp.protocol.handshake import Rejection
 from wsapp.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,45 +27,114 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wsapp.runtime")
 
+METRICS_FLUSH_INTERVAL = 2.0
+KEEPALIVE_REASON = "keepalive timeout"
+
 
 class Runtime:
     """Open sockets of this process and the greenlet that keeps them alive."""
 
     def __init__(self, settings: Settings) -> None:
+        from wsapp import metrics  # imported here, never in a gunicorn master (see wsapp.metrics)
+
         self.settings = settings
+        self.metrics = metrics
         self.sockets: set[WebSocket] = set()
+        #: Admitted handshakes and open sockets per client IP (the 429 limit counts these).
         self.per_ip: Counter[str] = Counter()
+        #: Admitted handshakes and open sockets in this process (the 503 limit counts these).
+        self.admitted = 0
         self.shutting_down = False
         self._keepalive: gevent.Greenlet | None = None
         self._ping_sent: dict[WebSocket, float] = {}
+        #: Per socket: endpoint label and the traffic counters already exported to metrics.
+        self._flushed: dict[WebSocket, list] = {}
+        self._last_flush = time.monotonic()
+
+    # --- admission -----------------------------------------------------------------------
+
+    def admit(self, ip: str) -> Rejection | None:
+        """Reserve a connection slot for `ip` before the view runs; None if admitted.
+
+        Counting at admission (not at the 101) means a burst of simultaneous handshakes
+        cannot overshoot the limits. Every admitted slot must be given back by `release`."""
+        rejection = check_limits(self.per_ip[ip], self.admitted, self.settings)
+        if rejection is None:
+            self.per_ip[ip] += 1
+            self.admitted += 1
+        return rejection
+
+    def release(self, ip: str) -> None:
+        self.admitted -= 1
+        self.per_ip[ip] -= 1
+        if self.per_ip[ip] <= 0:
+            del self.per_ip[ip]
 
     # --- registry ------------------------------------------------------------------------
 
     def add(self, ws: WebSocket) -> None:
+        endpoint = self.metrics.endpoint_of(ws.environ.get("PATH_INFO"))
         self.sockets.add(ws)
-        self.per_ip[ws.peer_ip] += 1
-        if self.settings.ping_interval > 0 and self._keepalive is None:
-            self._keepalive = gevent.spawn(self._keepalive_loop)
+        self._flushed[ws] = [endpoint, 0, 0, 0, 0]
+        self.metrics.connection_opened(endpoint)
+        if self._keepalive is None:
+            self._keepalive = gevent.spawn(self._housekeeping_loop)
 
     def discard(self, ws: WebSocket) -> None:
+        """Forget a finished socket: export its last traffic and its close code."""
         if ws in self.sockets:
             self.sockets.discard(ws)
-            self.per_ip[ws.peer_ip] -= 1
-            if self.per_ip[ws.peer_ip] <= 0:
-                del self.per_ip[ws.peer_ip]
+            track = self._flushed.pop(ws, None)
+            if track is not None:
+                self._flush_one(ws, track)
+                self.metrics.connection_closed(track[0])
+                self.metrics.record_close(track[0], ws.close_code, ws.close_reason or "")
         self._ping_sent.pop(ws, None)
 
     def count(self) -> int:
         return len(self.sockets)
 
+    # --- metrics -------------------------------------------------------------------------
+
+    def _flush_one(self, ws: WebSocket, track: list) -> None:
+        mi, mo, bi, bo = ws.messages_in, ws.messages_out, ws.bytes_in, ws.bytes_out
+        self.metrics.record_traffic(track[0], mi - track[1], mo - track[2], bi - track[3], bo - track[4])
+        track[1:] = [mi, mo, bi, bo]
+
+    def flush_metrics(self) -> None:
+        """Export message and byte counts of open sockets (done every few seconds and per scrape)."""
+        totals: dict[str, list[int]] = {}
+        for ws, track in list(self._flushed.items()):
+            mi, mo, bi, bo = ws.messages_in, ws.messages_out, ws.bytes_in, ws.bytes_out
+            acc = totals.setdefault(track[0], [0, 0, 0, 0])
+            acc[0] += mi - track[1]
+            acc[1] += mo - track[2]
+            acc[2] += bi - track[3]
+            acc[3] += bo - track[4]
+            track[1:] = [mi, mo, bi, bo]
+        for endpoint, (mi, mo, bi, bo) in totals.items():
+            self.metrics.record_traffic(endpoint, mi, mo, bi, bo)
+        self._last_flush = time.monotonic()
+
     # --- keepalive -----------------------------------------------------------------------
 
-    def _keepalive_loop(self) -> None:
-        interval = self.settings.ping_interval
-        tick = max(0.05, min(1.0, interval / 4))
+    def _housekeeping_loop(self) -> None:
+        """One greenlet per process: keepalive pings and periodic metrics export."""
         while True:
+            interval = self.settings.ping_interval
+            tick = max(0.05, min(1.0, interval / 4)) if interval > 0 else 1.0
             gevent.sleep(tick)
-            self.check_keepalive(time.monotonic())
+            now = time.monotonic()
+            if interval > 0:
+                try:
+                    self.check_keepalive(now)
+                except Exception:  # never let one bad socket stop keepalive for all
+                    log.exception("keepalive check failed")
+            if now - self._last_flush >= METRICS_FLUSH_INTERVAL:
+                try:
+                    self.flush_metrics()
+                except Exception:
+                    log.exception("metrics flush failed")
 
     def check_keepalive(self, now: float) -> None:
         """Ping sockets idle for ping_interval; drop those that did not answer in ping_timeout."""
@@ -81,7 +155,14 @@ class Runtime:
             elif now - sent >= timeout:
                 del self._ping_sent[ws]
                 log.warning("keepalive timeout: no pong from %s in %.1fs (conn %s)", ws.peer, timeout, ws.id)
-                gevent.spawn(ws.abort, CloseCode.ABNORMAL, "keepalive timeout")
+                gevent.spawn(self._drop_dead_peer, ws)
+
+    @staticmethod
+    def _drop_dead_peer(ws: WebSocket) -> None:
+        """Close 1011 (best effort: a dead peer will not read it), then cut TCP at once."""
+        with gevent.Timeout(0.5, False), contextlib.suppress(Exception):  # closing already, or gone
+            ws.send_frame(encode_close(CloseCode.INTERNAL_ERROR, KEEPALIVE_REASON))
+        ws.abort(CloseCode.INTERNAL_ERROR, KEEPALIVE_REASON)
 
     # --- shutdown ------------------------------------------------------------------------
 

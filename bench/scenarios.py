@@ -1,0 +1,164 @@
+"""The four benchmark scenarios; each returns one row per (case, server).
+
+Every scenario is bounded in time (a few seconds per case) and runs each server in a
+fresh process, so all servers are measured in the same run under the same conditions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import loadgen
+from bench.procs import Server, available, running
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    quick: bool
+    servers: tuple[str, ...]
+    log_dir: Path
+    nofile: tuple[int, int]
+
+    def t(self, full: float, quick: float) -> float:
+        """Duration of a timed window: full run or --quick."""
+        return quick if self.quick else full
+
+
+Row = dict
+Job = Callable[[Server], dict]
+
+
+def _pids(server: Server) -> str:
+    return ",".join(str(p) for p in server.pids())
+
+
+def _run_cases(cfg: Config, scenario: str, servers: tuple[str, ...], cases: list[tuple[str, Job]]) -> list[Row]:
+    """Each server once, fresh; every case against it; errors become rows, never crashes."""
+    rows: list[Row] = []
+    for kind in servers:
+        if reason := available(kind):
+            rows += [{"scenario": scenario, "case": case, "server": kind, "skipped": reason} for case, _ in cases]
+            print(f"  {scenario:11} {kind:9} skipped: {reason}", flush=True)
+            continue
+        try:
+            with running(kind, cfg.log_dir, cfg.nofile) as server:
+                for case, job in cases:
+                    row: Row = {"scenario": scenario, "case": case, "server": kind}
+                    try:
+                        row["result"] = job(server)
+                    except Exception as exc:  # noqa: BLE001 - recorded in the report instead
+                        row["error"] = f"{type(exc).__name__}: {exc}"
+                    rows.append(row)
+                    print(f"  {scenario:11} {case:28} {kind:9} {summary(row)}", flush=True)
+        except RuntimeError as exc:
+            for case, _ in cases:
+                rows.append({"scenario": scenario, "case": case, "server": kind, "error": str(exc)[:400]})
+            print(f"  {scenario:11} {kind:9} could not start: {str(exc)[:200]}", flush=True)
+    return rows
+
+
+def summary(row: Row) -> str:
+    if "error" in row:
+        return "ERROR " + row["error"][:120]
+    if "skipped" in row:
+        return "skipped: " + row["skipped"]
+    r = row["result"]
+    if r["mode"] == "echo":
+        return f"{r['msgs_per_s']:>10.1f} msg/s {r['mb_per_s']:9.2f} MB/s p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms"
+    if r["mode"] == "fanout":
+        if r.get("failed"):
+            return "failed: " + r.get("first_error", "")
+        return (f"sat {r['saturated']['deliveries_per_s']:.0f} deliv/s; fixed p50 {r['fixed']['p50_ms']:.2f} "
+                f"p99 {r['fixed']['p99_ms']:.2f} ms, {r['fixed']['cpu_us_per_delivery']:.1f} us/deliv")
+    return f"{r['rss_kb_per_conn']:.2f} KiB/conn, idle echo {r['idle_echo_ms']:.2f} ms, new {r['new_conn_total_ms']:.2f} ms"
+
+
+def _raw(server: Server) -> list[str]:
+    return ["--raw"] if server.kind == "ceiling" else []
+
+
+def small_echo(cfg: Config) -> list[Row]:
+    """64-byte text: single-connection round trip, then 50 connections x 16 in flight."""
+    def one(server: Server) -> dict:
+        return loadgen.run("echo", ["--port", str(server.port), "--conns", "1", "--inflight", "1",
+                                    "--size", "64", "--duration", str(cfg.t(3, 1)), "--warmup", "0.5",
+                                    "--pids", _pids(server), *_raw(server)])
+
+    def many(server: Server) -> dict:
+        return loadgen.run("echo", ["--port", str(server.port), "--conns", "50", "--inflight", "16",
+                                    "--size", "64", "--duration", str(cfg.t(5, 2)), "--warmup", "0.5",
+                                    "--pids", _pids(server), *_raw(server)])
+
+    return _run_cases(cfg, "small_echo", cfg.servers, [("64 B x1 conn", one), ("64 B 50 conns x16 in flight", many)])
+
+
+def large_echo(cfg: Config) -> list[Row]:
+    """One connection, one message in flight: bulk throughput of framing and masking."""
+    sizes = [(64 * 1024, False), (64 * 1024, True), (MiB, False), (MiB, True), (16 * MiB, True)]
+
+    def job(size: int, binary: bool) -> Job:
+        def run(server: Server) -> dict:
+            args = ["--port", str(server.port), "--size", str(size), "--duration", str(cfg.t(2, 1)),
+                    "--warmup", "0", "--min-msgs", "2", "--timeout", "90", "--pids", _pids(server)]
+            return loadgen.run("echo", args + (["--binary"] if binary else []) + _raw(server))
+        return run
+
+    cases = [(f"{_size(size)} {'binary' if binary else 'text'}", job(size, binary)) for size, binary in sizes]
+    return _run_cases(cfg, "large_echo", cfg.servers, cases)
+
+
+def _size(n: int) -> str:
+    return f"{n // MiB} MiB" if n >= MiB else f"{n // 1024} KiB"
+
+
+# Fixed offered load for the CPU-per-delivery figure: low enough that the stock server
+# keeps up at both room sizes, so both servers do the same work.
+FIXED_DELIVERIES_PER_S = 10_000
+
+
+def fanout(cfg: Config) -> list[Row]:
+    """One sender, N members in one room: fixed-load CPU and latency, then saturation."""
+    servers = tuple(k for k in cfg.servers if k != "ceiling")
+
+    def job(members: int) -> Job:
+        def run(server: Server) -> dict:
+            room = f"bench-{server.kind}-{members}-{int(time.time() * 1000) % 10**9}"
+            result = loadgen.run("fanout", [
+                "--port", str(server.port), "--path", f"/chat/{room}?name=", "--members", str(members),
+                "--rate", str(FIXED_DELIVERIES_PER_S / members), "--duration", str(cfg.t(3, 1.5)),
+                "--sat-duration", str(cfg.t(3, 1.5)), "--window", "16", "--pids", _pids(server),
+                "--settle-max", "30", "--timeout", "60"])
+            if result.get("failed"):
+                raise RuntimeError(f"room not usable: {result.get('first_error')}")
+            return result
+        return run
+
+    sizes = [100] if cfg.quick else [100, 1000]
+    return _run_cases(cfg, "fanout", servers, [(f"{n} members", job(n)) for n in sizes])
+
+
+def idle(cfg: Config) -> list[Row]:
+    """Many idle sockets: memory per connection, and whether the server still answers."""
+    n = 2000 if cfg.quick else 10_000
+
+    def run(server: Server) -> dict:
+        args = ["--port", str(server.port), "--conns", str(n), "--hold", str(cfg.t(2, 1)),
+                "--concurrency", "200", "--timeout", "60", "--pids", _pids(server), *_raw(server)]
+        if n > 25_000:
+            args.append("--src-spread")  # ~28k ephemeral ports per source address
+        return loadgen.run("idle", args)
+
+    return _run_cases(cfg, "idle", cfg.servers, [(f"{n} idle conns", run)])
+
+
+SCENARIOS: dict[str, Callable[[Config], list[Row]]] = {
+    "small_echo": small_echo,
+    "large_echo": large_echo,
+    "fanout": fanout,
+    "idle": idle,
+}

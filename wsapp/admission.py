@@ -1,0 +1,199 @@
+"""Who may open a WebSocket: pure functions over headers, settings and counts (issue 6).
+
+Used before the upgrade by `WsappHandler` (origin, client address, connection limits)
+and by the chat view (tokens, per-connection message rate). Each refusal is a
+`Rejection`: the HTTP status and a reason the handler or view sends as plain HTTP.
+
+    403  Origin not allowed (cross-site WebSocket hijacking), or missing when required
+    401  chat token missing, invalid, expired, or not for this room
+    429  too many connections from this client IP  (WSAPP_MAX_CONN_PER_IP)
+    503  too many connections in this process     (WSAPP_MAX_CONNECTIONS)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from wsapp.protocol.handshake import Rejection
+from wsapp.ratelimit import TokenBucket
+from wsapp.settings import Settings
+from wsapp.tokens import TokenError, verify_token
+
+__all__ = [
+    "Rejection",
+    "check_limits",
+    "check_origin",
+    "chat_token_name",
+    "client_ip",
+    "forwarded_value",
+    "message_limiter",
+    "normalize_origin",
+    "origin_rejection",
+    "request_host",
+]
+
+_DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
+
+FORBIDDEN = "403 Forbidden"
+UNAUTHORIZED = "401 Unauthorized"
+TOO_MANY = "429 Too Many Requests"
+UNAVAILABLE = "503 Service Unavailable"
+
+
+# --- addresses behind proxies -----------------------------------------------------------
+
+
+def forwarded_value(header: str | None, hops: int) -> str | None:
+    """The value `hops` entries from the right of an X-Forwarded-* list, as ProxyFix reads it.
+
+    With N trusted proxies each appends the address it saw, so the client is the Nth
+    entry from the right; anything further left was written by the client itself and
+    cannot be trusted. None when the header is absent or shorter than `hops`."""
+    if not header or hops <= 0:
+        return None
+    values = [v.strip() for v in header.split(",")]
+    if len(values) < hops:
+        return None
+    return values[-hops] or None
+
+
+def client_ip(environ: Mapping[str, str], peer_ip: str, trusted_proxies: int) -> str:
+    """The address limits and logs use: X-Forwarded-For through N trusted proxies, else the peer."""
+    if trusted_proxies > 0:
+        forwarded = forwarded_value(environ.get("HTTP_X_FORWARDED_FOR"), trusted_proxies)
+        if forwarded:
+            return forwarded[:64]
+    return peer_ip
+
+
+def request_host(environ: Mapping[str, str], trusted_proxies: int) -> str:
+    """The Host the client asked for (X-Forwarded-Host through trusted proxies)."""
+    if trusted_proxies > 0:
+        forwarded = forwarded_value(environ.get("HTTP_X_FORWARDED_HOST"), trusted_proxies)
+        if forwarded:
+            return forwarded
+    return environ.get("HTTP_HOST", "")
+
+
+# --- origin -----------------------------------------------------------------------------
+
+
+def _split_host_port(netloc: str) -> tuple[str, str]:
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):  # [v6]:port
+        host, _, rest = netloc.partition("]")
+        return host + "]", rest[1:] if rest.startswith(":") else ""
+    host, sep, port = netloc.rpartition(":")
+    if sep and port.isdigit():
+        return host, port
+    return netloc, ""
+
+
+def normalize_origin(origin: str) -> str | None:
+    """``scheme://host[:port]`` lower-cased, default port dropped; None if not a URL origin."""
+    try:
+        parts = urlsplit(origin.strip())
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not scheme or not parts.netloc or "@" in parts.netloc:
+        return None
+    host, port = _split_host_port(parts.netloc)
+    if not host or port == _DEFAULT_PORTS.get(scheme):
+        port = ""
+    return f"{scheme}://{host}{':' + port if port else ''}"
+
+
+def _same_host(origin: str, host_header: str) -> bool:
+    """Origin's host[:port] equals the Host header (default ports ignored on both sides)."""
+    normalized = normalize_origin(origin)
+    if normalized is None or not host_header:
+        return False
+    scheme, _, netloc = normalized.partition("://")
+    o_host, o_port = _split_host_port(netloc)
+    h_host, h_port = _split_host_port(host_header)
+    default = _DEFAULT_PORTS.get(scheme)
+    return o_host == h_host and (o_port or default) == (h_port or default)
+
+
+def check_origin(
+    origin: str | None,
+    host: str,
+    allowed: tuple[str, ...] = (),
+    require_origin: bool = False,
+) -> str | None:
+    """None if a handshake with this Origin may proceed, else why not.
+
+    - no Origin header (non-browser clients): allowed unless `require_origin`;
+    - `allowed` empty: the Origin's host[:port] must be the request's Host (same origin);
+    - `allowed` lists origins (``https://app.example.com``) or ``*`` (any origin).
+    """
+    if origin is None or not origin.strip():
+        return "missing Origin header" if require_origin else None
+    if "*" in allowed:
+        return None
+    if not allowed:
+        return None if _same_host(origin, host) else f"cross-origin request from {origin[:200]!r}"
+    normalized = normalize_origin(origin)
+    if normalized is not None and normalized in {normalize_origin(a) for a in allowed}:
+        return None
+    return f"origin {origin[:200]!r} not allowed"
+
+
+def origin_rejection(environ: Mapping[str, str], settings: Settings) -> Rejection | None:
+    why = check_origin(
+        environ.get("HTTP_ORIGIN"),
+        request_host(environ, settings.trusted_proxies),
+        settings.allowed_origins,
+        settings.require_origin,
+    )
+    return None if why is None else Rejection(FORBIDDEN, why)
+
+
+# --- connection limits ------------------------------------------------------------------
+
+
+def check_limits(ip_count: int, total: int, settings: Settings) -> Rejection | None:
+    """Refuse one more connection when the client IP or the process is at its limit.
+
+    `ip_count` and `total` are the connections already admitted (before this one)."""
+    if total >= settings.max_connections:
+        return Rejection(UNAVAILABLE, "server at connection capacity, try again later", (("Retry-After", "5"),))
+    if settings.max_conn_per_ip and ip_count >= settings.max_conn_per_ip:
+        return Rejection(TOO_MANY, f"too many connections from this address (limit {settings.max_conn_per_ip})", (("Retry-After", "5"),))
+    return None
+
+
+# --- chat: tokens and message rate ------------------------------------------------------
+
+
+def chat_token_name(settings: Settings, room: str, token: str | None, now: float | None = None) -> str | Rejection | None:
+    """Admission of a chat handshake by token, for the chat view to call before `accept()`.
+
+    Returns the name bound to a valid token (it replaces ``?name=``), None when tokens are
+    not in use for this request (no WSAPP_SECRET, or optional and absent), or a 401
+    `Rejection` for a missing (when WSAPP_REQUIRE_TOKEN=1), invalid, expired or
+    wrong-room token."""
+    if not settings.secret:
+        return None
+    if not token:
+        return Rejection(UNAUTHORIZED, "token required") if settings.require_token else None
+    try:
+        claims = verify_token(settings, token, now)
+    except TokenError as exc:
+        return Rejection(UNAUTHORIZED, exc.reason)
+    if not claims.allows(room):
+        return Rejection(UNAUTHORIZED, "token not valid for this room")
+    return claims.name
+
+
+def message_limiter(settings: Settings) -> TokenBucket | None:
+    """A per-connection bucket for chat messages (WSAPP_RATE_LIMIT/WSAPP_RATE_BURST); None if 0."""
+    if settings.rate_limit <= 0:
+        return None
+    return TokenBucket(settings.rate_limit, settings.rate_burst)
+
+
+RATE_LIMIT_CLOSE_CODE = 1008
+RATE_LIMIT_CLOSE_REASON = "rate limit exceeded"

@@ -1,0 +1,219 @@
+"""Prometheus metrics and the `/metrics` route (issue 6).
+
+Several gunicorn workers: prometheus-client's multiprocess mode needs
+``PROMETHEUS_MULTIPROC_DIR`` set *before* it is imported. If the operator set it, we use
+it. Otherwise, when this process is a gunicorn worker, we set it ourselves to a private
+directory named after the gunicorn master (our parent), so every worker of one master
+shares it and no gunicorn.conf.py change is needed. Gauges of workers that died are
+dropped at scrape time (what gunicorn's ``child_exit`` hook would do); counters of dead
+workers keep counting, as Prometheus counters must.
+
+Recording is cheap (no I/O) and never raises into the caller. Hooks used by other modules:
+`connection_opened/closed`, `record_traffic`, `record_close`, `handshake_rejected`,
+`broker_error`, `observe_fanout`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import sys
+import tempfile
+
+log = logging.getLogger("wsapp.metrics")
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _private_dir(path: str) -> bool:
+    """Create `path` 0700, refusing one that another user owns or that is a symlink."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+
+
+def _gunicorn_master_pid() -> int:
+    """Our parent when we are a forked worker; ourselves when imported in the master (preload)."""
+    ppid = os.getppid()
+    try:
+        with open(f"/proc/{ppid}/cmdline", "rb") as f:
+            parent = f.read()
+    except OSError:
+        return ppid
+    return ppid if b"gunicorn" in parent else os.getpid()
+
+
+def _setup_multiprocess_dir() -> str | None:
+    configured = os.environ.get(ENV) or os.environ.get(ENV.lower())
+    if configured:
+        os.makedirs(configured, exist_ok=True)
+        return configured
+    if "gunicorn.arbiter" not in sys.modules:
+        return None  # one process (python -m wsapp serve): the default registry is exact
+    path = os.path.join(tempfile.gettempdir(), f"wsapp-prometheus-{os.getuid()}-{_gunicorn_master_pid()}")
+    if not _private_dir(path):
+        log.warning("cannot use %s for multiprocess metrics; /metrics shows one worker only", path)
+        return None
+    os.environ[ENV] = path
+    return path
+
+
+MULTIPROC_DIR = _setup_multiprocess_dir()
+
+# prometheus_client decides between in-memory and mmap-file values at import time.
+from flask import Blueprint, Response  # noqa: E402
+from prometheus_client import (  # noqa: E402
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _mp  # noqa: E402
+
+from wsapp.admission import RATE_LIMIT_CLOSE_REASON  # noqa: E402
+
+CONNECTIONS_OPEN = Gauge(
+    "wsapp_connections_open", "Open WebSockets by endpoint.", ["endpoint"], multiprocess_mode="livesum"
+)
+CONNECTIONS = Counter("wsapp_connections", "Accepted WebSockets by endpoint.", ["endpoint"])
+MESSAGES = Counter("wsapp_messages", "WebSocket messages by endpoint and direction (in/out).", ["endpoint", "direction"])
+BYTES = Counter("wsapp_bytes", "WebSocket bytes on the wire by endpoint and direction (in/out).", ["endpoint", "direction"])
+CLOSES = Counter("wsapp_closes", "Closed WebSockets by endpoint and close code (1006: no close frame).", ["endpoint", "code"])
+REJECTIONS = Counter("wsapp_handshake_rejections", "Refused WebSocket handshakes and dropped HTTP requests by reason.", ["reason"])
+SLOW_CONSUMERS = Counter("wsapp_slow_consumer_drops", "Connections closed 1008 because they did not read fast enough.", ["endpoint"])
+RATE_LIMITED = Counter("wsapp_rate_limited", "Connections closed 1008 for exceeding WSAPP_RATE_LIMIT.", ["endpoint"])
+KEEPALIVE_TIMEOUTS = Counter("wsapp_keepalive_timeouts", "Connections dropped because no pong came within WSAPP_PING_TIMEOUT.")
+BROKER_ERRORS = Counter("wsapp_broker_errors", "Chat broker operations that failed, by operation.", ["operation"])
+FANOUT_SECONDS = Histogram(
+    "wsapp_fanout_seconds",
+    "Time to encode one chat event and queue it to every local member of the room.",
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+
+_ENDPOINTS = ("echo", "chat")
+
+
+def endpoint_of(path: str | None) -> str:
+    """Low-cardinality endpoint label from a request path."""
+    if path == "/echo":
+        return "echo"
+    if path and path.startswith("/chat/"):
+        return "chat"
+    return "other"
+
+
+# --- hooks ------------------------------------------------------------------------------
+
+
+def connection_opened(endpoint: str) -> None:
+    CONNECTIONS.labels(endpoint).inc()
+    CONNECTIONS_OPEN.labels(endpoint).inc()
+
+
+def connection_closed(endpoint: str) -> None:
+    CONNECTIONS_OPEN.labels(endpoint).dec()
+
+
+def record_traffic(endpoint: str, messages_in: int, messages_out: int, bytes_in: int, bytes_out: int) -> None:
+    if messages_in:
+        MESSAGES.labels(endpoint, "in").inc(messages_in)
+    if messages_out:
+        MESSAGES.labels(endpoint, "out").inc(messages_out)
+    if bytes_in:
+        BYTES.labels(endpoint, "in").inc(bytes_in)
+    if bytes_out:
+        BYTES.labels(endpoint, "out").inc(bytes_out)
+
+
+SLOW_REASON_MARK = "too slow"
+RATE_LIMIT_REASON = RATE_LIMIT_CLOSE_REASON
+KEEPALIVE_REASON = "keepalive timeout"
+
+
+def record_close(endpoint: str, code: int | None, reason: str) -> None:
+    """One closed WebSocket; slow consumers, rate limiting and dead peers are told by reason."""
+    CLOSES.labels(endpoint, str(code) if code is not None else "none").inc()
+    if code == 1008 and SLOW_REASON_MARK in reason:
+        SLOW_CONSUMERS.labels(endpoint).inc()
+    elif code == 1008 and reason == RATE_LIMIT_REASON:
+        RATE_LIMITED.labels(endpoint).inc()
+    elif reason == KEEPALIVE_REASON:
+        KEEPALIVE_TIMEOUTS.inc()
+
+
+def handshake_rejected(reason: str) -> None:
+    REJECTIONS.labels(reason).inc()
+
+
+def broker_error(operation: str) -> None:
+    BROKER_ERRORS.labels(operation).inc()
+
+
+def observe_fanout(seconds: float) -> None:
+    FANOUT_SECONDS.observe(seconds)
+
+
+# --- exposition -------------------------------------------------------------------------
+
+_LIVE_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _drop_dead_workers(path: str) -> None:
+    dead = set()
+    for name in os.listdir(path):
+        match = _LIVE_FILE.match(name)
+        if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+            dead.add(int(match.group(1)))
+    for pid in dead:
+        _mp.mark_process_dead(pid, path)
+
+
+def render() -> bytes:
+    """The exposition text: this process, or every worker sharing PROMETHEUS_MULTIPROC_DIR."""
+    from wsapp.protocol import runtime
+
+    runtime.current().flush_metrics()
+    path = os.environ.get(ENV)
+    if path:
+        _drop_dead_workers(path)
+        registry = CollectorRegistry()
+        _mp.MultiProcessCollector(registry, path=path)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics_view():
+    return Response(render(), content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+
+
+def init_labels() -> None:
+    """Export zero series for the known endpoints so dashboards see them from the start."""
+    for endpoint in _ENDPOINTS:
+        CONNECTIONS_OPEN.labels(endpoint)
+        CONNECTIONS.labels(endpoint)
+        SLOW_CONSUMERS.labels(endpoint)
+        for direction in ("in", "out"):
+            MESSAGES.labels(endpoint, direction)
+            BYTES.labels(endpoint, direction)
