@@ -37,3 +37,30 @@ errorlog = "-"
 loglevel = _settings.log_level.lower()
 # The app trusts X-Forwarded-* only through WSAPP_TRUSTED_PROXIES (ProxyFix), not gunicorn.
 forwarded_allow_ips = "127.0.0.1,::1"
+
+
+def _refuse_split_rooms(workers: int) -> str | None:
+    if workers > 1 and not _settings.redis_url:
+        return (
+            f"{workers} workers need WSAPP_REDIS_URL: with the in-process memory broker each "
+            "worker would hold its own rooms and chat would silently split. Set WSAPP_REDIS_URL="
+            "redis://HOST:6379/0, or run 1 worker (WSAPP_WORKERS=1, no -w)."
+        )
+    return None
+
+
+def on_starting(server):
+    """Refuse more than one worker without Redis, however it was asked for (-w N, WSAPP_WORKERS,
+    WEB_CONCURRENCY): Settings.check() only sees WSAPP_WORKERS."""
+    problem = _refuse_split_rooms(server.cfg.workers)
+    if problem:
+        sys.stderr.write(f"wsapp: configuration error: {problem}\n")
+        sys.stderr.flush()
+        sys.exit(2)
+
+
+def nworkers_changed(server, new_value, old_value):
+    """SIGTTIN at run time: stay at one worker without Redis (a split would be silent)."""
+    if old_value is not None and _refuse_split_rooms(new_value):
+        server.log.error("wsapp: refusing %d workers: %s", new_value, _refuse_split_rooms(new_value))
+        server._num_workers = old_value

@@ -185,3 +185,25 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return "unknown"
+
+
+def process_cpu() -> dict[int, float]:
+    """CPU seconds (utime+stime) of every process now, to spot other load on the machine."""
+    hz = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(name)] = (int(fields[11]) + int(fields[12])) / hz
+    return out
+
+
+def foreign_cpu(before: dict[int, float], after: dict[int, float], ours: set[int]) -> float:
+    """CPU seconds other processes used in between (a lower bound: exited ones are missed)."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items() if pid not in ours)
+

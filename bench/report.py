@@ -138,8 +138,9 @@ def table(rows: list[dict]) -> str:
 
 def client_table(rows: list[dict]) -> str:
     """Evidence the load generator is not the bottleneck: its CPU use next to the server's."""
-    out = ["| scenario | case | server | rate | load generator CPU (timed window) | CPU 0 busy (server) | CPU 1 busy (client) |",
-           "|---|---|---|---:|---:|---:|---:|"]
+    out = ["| scenario | case | server | rate | load generator CPU (timed window) | CPU 0 busy (server) "
+           "| CPU 1 busy (client) | other processes' CPU |",
+           "|---|---|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         r = row.get("result")
         if not r or r["mode"] == "idle":
@@ -149,8 +150,19 @@ def client_table(rows: list[dict]) -> str:
         else:
             rate, util = f"{r['saturated']['deliveries_per_s']:,.0f} deliv/s", r["client_cpu_util_sat"]
         out.append(f"| {row['scenario']} | {row['case']} | {row['server']} | {rate} | {util:.0%} | "
-                   f"{r['cpu0_busy']:.0%} | {r['cpu1_busy']:.0%} |")
+                   f"{r['cpu0_busy']:.0%} | {r['cpu1_busy']:.0%} | {foreign_share(r):.0%} |")
     return "\n".join(out)
+
+
+def foreign_share(result: dict) -> float:
+    """Share of one core that processes other than ours used during the run."""
+    return result.get("foreign_cpu_s", 0.0) / result["wall_s"] if result.get("wall_s") else 0.0
+
+
+def contended(rows: list[dict], threshold: float = 0.05) -> list[str]:
+    """Runs during which other processes used more than `threshold` of a core."""
+    return [f"{r['scenario']} / {r['case']} / {r['server']} ({foreign_share(r['result']):.0%})"
+            for r in rows if r.get("result") and foreign_share(r["result"]) > threshold]
 
 
 def chart(rows: list[dict], path: Path) -> bool:

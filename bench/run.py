@@ -68,6 +68,9 @@ def generated_block(meta: dict, rows: list[dict], chart_ok: bool, json_name: str
     ]
     if chart_ok:
         parts += ["![benchmark chart](performance.png)", ""]
+    if busy := report.contended(rows):
+        parts += ["**Shared machine:** other processes used more than 5% of a core during: "
+                  + "; ".join(busy) + ". Those figures are noisier than the rest.", ""]
     parts += ["### Is the load generator the bottleneck?", "", report.client_table(rows), ""]
     return "\n".join(parts)
 

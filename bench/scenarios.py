@@ -33,10 +33,6 @@ Row = dict
 Job = Callable[[Server], dict]
 
 
-def _pids(server: Server) -> str:
-    return ",".join(str(p) for p in server.pids())
-
-
 def _run_cases(cfg: Config, scenario: str, servers: tuple[str, ...], cases: list[tuple[str, Job]]) -> list[Row]:
     """Each server once, fresh; every case against it; errors become rows, never crashes."""
     rows: list[Row] = []
@@ -87,12 +83,12 @@ def small_echo(cfg: Config) -> list[Row]:
     def one(server: Server) -> dict:
         return loadgen.run("echo", ["--port", str(server.port), "--conns", "1", "--inflight", "1",
                                     "--size", "64", "--duration", str(cfg.t(3, 1)), "--warmup", "0.5",
-                                    "--pids", _pids(server), *_raw(server)])
+                                    *_raw(server)], server.pids())
 
     def many(server: Server) -> dict:
         return loadgen.run("echo", ["--port", str(server.port), "--conns", "50", "--inflight", "16",
                                     "--size", "64", "--duration", str(cfg.t(5, 2)), "--warmup", "0.5",
-                                    "--pids", _pids(server), *_raw(server)])
+                                    *_raw(server)], server.pids())
 
     return _run_cases(cfg, "small_echo", cfg.servers, [("64 B x1 conn", one), ("64 B 50 conns x16 in flight", many)])
 
@@ -104,8 +100,8 @@ def large_echo(cfg: Config) -> list[Row]:
     def job(size: int, binary: bool) -> Job:
         def run(server: Server) -> dict:
             args = ["--port", str(server.port), "--size", str(size), "--duration", str(cfg.t(2, 1)),
-                    "--warmup", "0", "--min-msgs", "2", "--timeout", "90", "--pids", _pids(server)]
-            return loadgen.run("echo", args + (["--binary"] if binary else []) + _raw(server))
+                    "--warmup", "0", "--min-msgs", "2", "--timeout", "90"]
+            return loadgen.run("echo", args + (["--binary"] if binary else []) + _raw(server), server.pids())
         return run
 
     cases = [(f"{_size(size)} {'binary' if binary else 'text'}", job(size, binary)) for size, binary in sizes]
@@ -131,8 +127,8 @@ def fanout(cfg: Config) -> list[Row]:
             result = loadgen.run("fanout", [
                 "--port", str(server.port), "--path", f"/chat/{room}?name=", "--members", str(members),
                 "--rate", str(FIXED_DELIVERIES_PER_S / members), "--duration", str(cfg.t(3, 1.5)),
-                "--sat-duration", str(cfg.t(3, 1.5)), "--window", "16", "--pids", _pids(server),
-                "--settle-max", "30", "--timeout", "60"])
+                "--sat-duration", str(cfg.t(3, 1.5)), "--window", "16",
+                "--settle-max", "30", "--timeout", "60"], server.pids())
             if result.get("failed"):
                 raise RuntimeError(f"room not usable: {result.get('first_error')}")
             return result
@@ -148,10 +144,10 @@ def idle(cfg: Config) -> list[Row]:
 
     def run(server: Server) -> dict:
         args = ["--port", str(server.port), "--conns", str(n), "--hold", str(cfg.t(2, 1)),
-                "--concurrency", "200", "--timeout", "60", "--pids", _pids(server), *_raw(server)]
+                "--concurrency", "200", "--timeout", "60", *_raw(server)]
         if n > 25_000:
             args.append("--src-spread")  # ~28k ephemeral ports per source address
-        return loadgen.run("idle", args)
+        return loadgen.run("idle", args, server.pids())
 
     return _run_cases(cfg, "idle", cfg.servers, [(f"{n} idle conns", run)])
 

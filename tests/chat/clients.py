@@ -36,6 +36,7 @@ class ChatClient:
             close_timeout=2,
             max_queue=None,
             ping_interval=None,  # the server pings; websockets answers in its reader thread
+            legacy=True,
         )
         self.hello = self.next()
         assert self.hello["type"] == "hello", self.hello

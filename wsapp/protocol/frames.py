@@ -255,6 +255,8 @@ class Parser:
         self.require_mask = require_mask
         self._buf = bytearray()
         self.closed = False
+        #: A violation found after events that were already returned; raised by the next feed.
+        self.error: ProtocolError | None = None
         # Current frame (None while waiting for a header).
         self._opcode: int | None = None
         self._fin = False
@@ -272,13 +274,32 @@ class Parser:
         return self._msg_opcode is not None
 
     def feed(self, data: bytes) -> list[Event]:
+        """Events completed by `data`, in order.
+
+        A violation raises ProtocolError, but only after the events that came before it in
+        the stream have been handed out: they are returned first and the error is raised
+        by the next call (`error` shows it is pending), so a message sent just before a bad
+        frame is still answered, as RFC 6455 implies and Autobahn checks.
+        """
+        if self.error is not None:
+            raise self.error
         if self.closed:
             return []
         events: list[Event] = []
+        try:
+            self._feed(data, events)
+        except ProtocolError as exc:
+            self.error = exc
+            self.closed = True
+            if not events:
+                raise
+        return events
+
+    def _feed(self, data: bytes, events: list[Event]) -> None:
         if not self._buf and self._opcode is None and self._msg_opcode is None:
             pos = self._feed_fast(data, events)
             if pos == len(data):
-                return events
+                return
             data = data[pos:]
         buf = self._buf
         buf += data
@@ -303,7 +324,6 @@ class Parser:
                 self._payload(chunk, events)
         finally:
             del buf[:pos]
-        return events
 
     def _feed_fast(self, data: bytes, events: list[Event]) -> int:
         """Complete, unfragmented, masked small data frames: the common case, in one tight loop.

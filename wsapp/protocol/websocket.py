@@ -109,6 +109,9 @@ class WebSocket(StockWebSocket):
             self.accept()
         pending = self._pending
         while not pending:
+            if self._parser.error is not None:
+                self._fail(self._parser.error.code, self._parser.error.reason)
+                return None
             if self.state == CLOSED or self._parser.closed:
                 return None
             data = self._read()

@@ -7,6 +7,7 @@ Keys (``P`` is the prefix, ``wsapp:`` by default; ``R`` a room name)::
     P s:R            STREAM   the room's history: fields n (name), t (text); XADD MAXLEN history
     P c:R            channel  pub/sub fan-out of the room's events (JSON, see _dispatch)
     P last           HASH     room -> newest id ever assigned (rooms with history, /api/rooms)
+    P floor          HASH     room -> newest id trimmed from the stream (resume floor)
     P p:R:PROC       HASH     presence of one process in a room: member id -> "seq<TAB>name";
                               PEXPIRE 2 x WSAPP_PRESENCE_TTL, refreshed by the heartbeat
     P procs:R        ZSET     process -> deadline (Redis ms): a process is present in R until then
@@ -99,10 +100,18 @@ local _t = redis.call('TIME')
 local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
 """
 
-# KEYS: stream, last, epoch   ARGV: maxlen, name, text, channel, room
+# KEYS: stream, last, epoch, floor   ARGV: maxlen, name, text, channel, room
+# floor: room -> the newest id trimmed from history (history holds everything after it)
 _PUBLISH = _NOW + """
 redis.call('SET', KEYS[3], string.format('%d-0', now), 'NX')
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'n', ARGV[2], 't', ARGV[3])
+local maxlen = tonumber(ARGV[1])
+local n = redis.call('XLEN', KEYS[1])
+if maxlen > 0 and n >= maxlen then
+  local drop = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', n - maxlen + 1)
+  redis.call('HSET', KEYS[4], ARGV[5], drop[#drop][1])
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', maxlen, '*', 'n', ARGV[2], 't', ARGV[3])
+if maxlen == 0 then redis.call('HSET', KEYS[4], ARGV[5], id) end
 redis.call('HSET', KEYS[2], ARGV[5], id)
 redis.call('PUBLISH', ARGV[4], cjson.encode({k='m', id=id, n=ARGV[2], t=ARGV[3]}))
 return id
@@ -176,18 +185,10 @@ end
 return out
 """
 
-# KEYS: stream, epoch -> {epoch, max deleted id}
+# KEYS: epoch, floor   ARGV: room -> {epoch, newest trimmed id}
 _COVERS = _NOW + """
-redis.call('SET', KEYS[2], string.format('%d-0', now), 'NX')
-local epoch = redis.call('GET', KEYS[2])
-local deleted = '0-0'
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  for i = 1, #info, 2 do
-    if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
-  end
-end
-return {epoch, deleted}
+redis.call('SET', KEYS[1], string.format('%d-0', now), 'NX')
+return {redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], ARGV[1]) or '0-0'}
 """
 
 # KEYS: last   ARGV: room, channel: tell this room's subscribers the newest id right now
@@ -289,6 +290,7 @@ class RedisBroker(Broker):
             "socket_connect_timeout": connect_timeout,
             "max_connections": max_connections,
             "timeout": command_timeout,  # wait for a free pooled connection
+            "protocol": 2,  # RESP2: pub/sub messages are plain replies, not RESP3 push frames
         }
         if url.startswith("redis://"):
             pool_kwargs["connection_class"] = _GeventConnection
@@ -412,7 +414,7 @@ class RedisBroker(Broker):
     def publish(self, room: str, name: str, text: str) -> Message:
         raw = self._call(
             self._scripts["publish"],
-            keys=[self._stream(room), self.prefix + "last", self.prefix + "epoch"],
+            keys=[self._stream(room), self.prefix + "last", self.prefix + "epoch", self.prefix + "floor"],
             args=[self.history_size, name, text, self._channel(room), room],
         )
         mid = _s(raw)
@@ -450,7 +452,9 @@ class RedisBroker(Broker):
 
     def covers(self, room: str, since: str) -> bool:
         since_key = self.id_key(since)
-        epoch, deleted = self._call(self._scripts["covers"], keys=[self._stream(room), self.prefix + "epoch"])
+        epoch, deleted = self._call(
+            self._scripts["covers"], keys=[self.prefix + "epoch", self.prefix + "floor"], args=[room]
+        )
         return since_key >= parse_stream_id(_s(epoch)) and since_key >= parse_stream_id(_s(deleted))
 
     # ---- fan-out

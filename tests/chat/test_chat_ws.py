@@ -1,0 +1,351 @@
+"""Chat over real sockets against real server processes (docs/protocol.md, issue 3).
+
+Clients are the independent `websockets` library and raw sockets; servers are
+`python -m wsapp serve` and gunicorn started by tests/support/servers.py with CHAT_ENV
+(send queue 64, history 50, max chat text 2048 bytes, keepalive 1 s).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import struct
+import threading
+import time
+import urllib.request
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.chat.clients import ChatClient, Collector, StalledReader
+from tests.chat.conftest import CHAT_ENV, new_room
+from tests.support.rawws import RawWS, handshake_request, http_exchange
+
+HISTORY = int(CHAT_ENV["WSAPP_HISTORY"])
+MAX_CHAT = int(CHAT_ENV["WSAPP_MAX_CHAT_BYTES"])
+
+
+def rooms_api(srv) -> dict[str, dict]:
+    with urllib.request.urlopen(srv.http_url("/api/rooms"), timeout=5) as resp:
+        return {r["room"]: r for r in json.load(resp)["rooms"]}
+
+
+def id_key(message_id: str) -> tuple[int, ...]:
+    """Only for asserting order in tests; clients treat ids as opaque."""
+    return tuple(int(p) for p in message_id.split("-"))
+
+
+# ---- basics, in both serving modes ------------------------------------------------------
+
+
+def test_hello_broadcast_and_ack(chat_server) -> None:
+    room = new_room()
+    with ChatClient(chat_server, room, "ann") as a, ChatClient(chat_server, room, "bob") as b:
+        assert a.hello == {
+            "type": "hello",
+            "room": room,
+            "id": a.id,
+            "name": "ann",
+            "members": ["ann"],
+            "presence": [{"id": a.id, "name": "ann"}],
+            "history": 0,
+        }
+        assert b.hello["members"] == ["ann", "bob"] and b.id != a.id
+        assert a.next() == {"type": "join", "room": room, "name": "bob", "id": b.id}
+
+        before = int(time.time() * 1000)
+        a.say("hello room", ref="r-1")
+        got = {e["type"]: e for e in (a.next(), a.next())}
+        msg = got["message"]
+        assert got["ack"] == {"type": "ack", "ref": "r-1", "id": msg["id"]}
+        assert msg == {"type": "message", "id": msg["id"], "room": room, "name": "ann", "text": "hello room", "ts": msg["ts"]}
+        assert isinstance(msg["id"], str) and abs(msg["ts"] - before) < 5000
+        assert b.next() == msg
+
+        b.ws.send("plain text, wscat style")  # any non-protocol text is the message text
+        m2 = b.next_of("message")
+        assert (m2["text"], m2["name"]) == ("plain text, wscat style", "bob")
+        assert a.next_of("message") == m2
+        assert id_key(m2["id"]) > id_key(msg["id"])
+        b.nothing_within(0.1)  # no ack without a ref
+
+
+def test_bad_names_refused_at_handshake(chat_server) -> None:
+    bad = [
+        "/chat/a%20b",
+        "/chat/" + "x" * 65,
+        "/chat/caf%C3%A9",
+        "/chat/semi;colon",
+        "/chat/ok?name=" + "n" * 33,
+        "/chat/ok?name=bad%01name",
+        "/chat/ok?name=tab%09inside",
+        "/chat/ok?since=yesterday",
+        "/chat/ok?since=1-2-3",
+    ]
+    for path in bad:
+        resp = http_exchange(chat_server.host, chat_server.port, handshake_request(chat_server.host, chat_server.port, path))
+        assert 400 <= resp.status < 500, (path, resp.status)
+        assert resp.status != 101
+        assert resp.header("upgrade") is None
+    resp = http_exchange(chat_server.host, chat_server.port, handshake_request(chat_server.host, chat_server.port, "/chat/a%20b"))
+    assert b"invalid room name" in resp.body
+    # and the server is fine afterwards
+    with ChatClient(chat_server, "x" * 64, name="  padded  ") as ok:
+        assert ok.hello["room"] == "x" * 64 and ok.hello["name"] == "padded"
+
+
+def test_binary_frame_closes_1003_and_others_carry_on(chat_server) -> None:
+    room = new_room()
+    with ChatClient(chat_server, room, "ann") as a, ChatClient(chat_server, room, "bin") as b:
+        a.next_of("join")
+        b.ws.send(b"\x00\x01binary")
+        assert b.close_code() == 1003
+        leave = a.next_of("leave")
+        assert leave["id"] == b.id
+        with ChatClient(chat_server, room, "cy") as c:
+            c.say("still here")
+            assert a.next_of("message")["text"] == "still here"
+
+
+def test_two_rooms_are_isolated(chat_server) -> None:
+    r1, r2 = new_room("iso"), new_room("iso")
+    with ChatClient(chat_server, r1, "a1") as a1, ChatClient(chat_server, r2, "b1") as b1, ChatClient(chat_server, r2, "b2") as b2:
+        b1.next_of("join")
+        a1.say("only for room 1")
+        assert a1.next_of("message")["text"] == "only for room 1"
+        b2.say("marker for room 2")
+        got = b1.next_of("message")
+        assert (got["text"], got["room"]) == ("marker for room 2", r2)
+        assert b2.next_of("message")["text"] == "marker for room 2"
+        a1.nothing_within(0.2)
+        b1.nothing_within(0.05)
+        assert [m["name"] for m in [b1.hello]] == ["b1"] and b1.hello["members"] == ["b1"]
+
+
+def test_history_in_order_then_live(chat_server) -> None:
+    room = new_room("hist")
+    with ChatClient(chat_server, room, "writer") as w:
+        for i in range(HISTORY + 10):
+            w.say(f"h{i}", ref=str(i))
+        acks = [w.next_of("ack") for _ in range(HISTORY + 10)]
+        assert [a["ref"] for a in acks] == [str(i) for i in range(HISTORY + 10)]
+        ids = [a["id"] for a in acks]
+        assert ids == sorted(ids, key=id_key) and len(set(ids)) == len(ids)
+        with ChatClient(chat_server, room, "late") as late:
+            assert late.hello["history"] == HISTORY
+            replay = [late.next() for _ in range(HISTORY)]
+            assert [e["text"] for e in replay] == [f"h{i}" for i in range(10, HISTORY + 10)]
+            assert [e["id"] for e in replay] == ids[10:]
+            assert all(e["type"] == "message" and e["replay"] is True and e["name"] == "writer" for e in replay)
+            w.say("live one")
+            live = late.next()
+            assert live["text"] == "live one" and "replay" not in live
+
+
+def test_join_leave_and_presence(chat_server) -> None:
+    room = new_room("pres")
+    with ChatClient(chat_server, room, "ann") as a:
+        b = ChatClient(chat_server, room, "sam")
+        c = ChatClient(chat_server, room, "sam")  # names may repeat
+        assert a.next() == {"type": "join", "room": room, "name": "sam", "id": b.id}
+        assert a.next() == {"type": "join", "room": room, "name": "sam", "id": c.id}
+        assert c.hello["members"] == ["ann", "sam", "sam"]
+        assert rooms_api(chat_server)[room]["members"] == 3
+        b.close()
+        assert a.next() == {"type": "leave", "room": room, "name": "sam", "id": b.id}
+        c.drop()  # vanishes: TCP reset, no close frame
+        assert a.next() == {"type": "leave", "room": room, "name": "sam", "id": c.id}
+        assert rooms_api(chat_server)[room]["members"] == 1
+        with ChatClient(chat_server, room, None) as guest:
+            assert guest.hello["name"].startswith("guest-") and len(guest.hello["name"]) == 10
+            assert a.next()["name"] == guest.hello["name"]
+
+
+def test_too_large_message_is_refused_to_the_sender_only(chat_server) -> None:
+    room = new_room("big")
+    with ChatClient(chat_server, room, "ann") as a, ChatClient(chat_server, room, "bob") as b:
+        a.next_of("join")
+        a.say("é" * (MAX_CHAT // 2) + "x", ref="big-1")  # MAX_CHAT + 1 bytes of UTF-8
+        err = a.next()
+        assert err["type"] == "error" and err["code"] == "message_too_large" and err["ref"] == "big-1"
+        a.ws.send("y" * (MAX_CHAT + 1))
+        assert a.next()["code"] == "message_too_large"
+        b.nothing_within(0.2)
+        a.say("z" * MAX_CHAT, ref="fits")  # exactly the limit is fine
+        assert b.next()["text"] == "z" * MAX_CHAT
+
+
+def test_malformed_protocol_messages_get_error_events(chat_server) -> None:
+    room = new_room("err")
+    with ChatClient(chat_server, room, "ann") as a:
+        a.send_json({"type": "subscribe", "ref": "q1"})
+        err = a.next()
+        assert (err["type"], err["code"], err["ref"]) == ("error", "unknown_type", "q1")
+        assert "subscribe" in err["reason"]
+        a.send_json({"type": "message", "text": 42})
+        assert a.next()["code"] == "invalid_message"
+        a.send_json({"type": "message", "text": ""})
+        assert a.next()["code"] == "empty_message"
+        a.say("ok after errors", ref="ok")
+        assert {a.next()["type"], a.next()["type"]} == {"message", "ack"}
+
+
+# ---- resume and backpressure (the heavier tests; `serve` mode) ---------------------------
+
+
+def test_since_resume_has_no_gap_and_no_duplicate_while_messages_flow(chat_serve_server) -> None:
+    srv = chat_serve_server
+    room = new_room("resume")
+    total = 1200
+    watcher = ChatClient(srv, room, "watcher")
+    sender = ChatClient(srv, room, "sender")
+    watch = Collector(watcher, total)
+    watch.start()
+
+    def pump() -> None:
+        for i in range(total):
+            sender.ws.send(f"p{i}")
+            if i % 2 == 0:
+                time.sleep(0.001)
+
+    # The roamer joins before the flow starts, then repeatedly reads a little, vanishes
+    # without a close frame and comes back with since=<last id seen>, while messages flow.
+    rng = random.Random(3)
+    seen: list[dict] = []
+    since = None
+    client = ChatClient(srv, room, "roamer")
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
+    for round_ in range(8):
+        if round_:
+            client = ChatClient(srv, room, "roamer", since=since)
+            assert client.hello["recovered"] is True, (since, seen[-3:], client.hello, [client.next() for _ in range(3)])
+        want = rng.randint(5, 40)
+        got = 0
+        while got < want:
+            event = client.next()
+            if event["type"] == "message":
+                seen.append(event)
+                got += 1
+        since = seen[-1]["id"]
+        client.drop()
+        time.sleep(rng.choice([0, 0.005, 0.02]))
+    last = ChatClient(srv, room, "roamer", since=since)
+    pumper.join(30)
+    assert not pumper.is_alive()
+    while not seen or seen[-1]["text"] != f"p{total - 1}":
+        event = last.next()
+        if event["type"] == "message":
+            seen.append(event)
+    watch.join(30)
+    assert watch.error is None and len(watch.messages) == total
+
+    ids = [e["id"] for e in seen]
+    assert len(ids) == len(set(ids)), "duplicate message"
+    all_ids = [e["id"] for e in watch.messages]
+    assert ids == all_ids, "gap or reordering in the resumed stream"
+    for c in (watcher, sender, last):
+        c.close()
+
+
+def test_reader_that_stops_reading_is_cut_off_while_others_get_everything(chat_serve_server) -> None:
+    srv = chat_serve_server
+    room = new_room("slow")
+    total = 1000
+    text = "x" * 1000  # ~1 MB in all: far beyond what a stalled socket can buffer
+    a, b = ChatClient(srv, room, "reader-a"), ChatClient(srv, room, "reader-b")
+    stalled = StalledReader(srv, room)
+    sender = ChatClient(srv, room, "sender")
+    ca, cb, cs = Collector(a, total), Collector(b, total), Collector(sender, total)
+    for c in (ca, cb, cs):
+        c.start()
+    t0 = time.monotonic()
+    for i in range(total):
+        sender.ws.send(json.dumps({"type": "message", "text": f"{i:04d}{text}", "ref": str(i)}))
+    for c in (ca, cb, cs):
+        c.join(30)
+        assert c.error is None, c.error
+    elapsed = time.monotonic() - t0
+    for c in (ca, cb, cs):
+        assert [m["text"][:4] for m in c.messages] == [f"{i:04d}" for i in range(total)]
+    assert elapsed < 20, elapsed
+
+    log = srv.wait_for_log(f"conn={stalled.id} ", timeout=5)
+    close_lines = [line for line in log.splitlines() if f"conn={stalled.id} " in line and "ws close" in line]
+    srv.wait_for_log("slow consumer", timeout=5)
+    assert close_lines and "code=1008" in close_lines[-1], close_lines
+    assert stalled.closed_by_server(timeout=5)
+    leaves = [e for e in ca.others if e["type"] == "leave"] or [a.next_of("leave", 3)]
+    assert [e["id"] for e in leaves] == [stalled.id]
+    # the fast members are still connected and served
+    sender.say("after the storm")
+    assert a.next_of("message")["text"] == "after the storm"
+    for c in (a, b, sender):
+        c.close()
+    stalled.close()
+
+
+def test_dead_peer_found_by_keepalive_gets_a_leave(chat_serve_server) -> None:
+    """A peer that vanished without FIN or RST answers no ping: it is dropped, others told."""
+    srv = chat_serve_server
+    room = new_room("dead")
+    with ChatClient(srv, room, "ann") as a:
+        ghost = RawWS.connect(srv.url(f"/chat/{room}?name=ghost"))
+        hello = json.loads(ghost.recv_message()[1])
+        assert a.next()["type"] == "join"
+        t0 = time.monotonic()
+        # the ghost never reads again, so it never answers the server's pings
+        leave = a.next_of("leave", timeout=8)
+        assert leave["id"] == hello["id"]
+        assert time.monotonic() - t0 < 6
+        assert rooms_api(srv)[room]["members"] == 1
+        ghost.close()
+
+
+def test_abrupt_disconnect_mid_message_is_a_leave(chat_serve_server) -> None:
+    srv = chat_serve_server
+    room = new_room("cut")
+    with ChatClient(srv, room, "ann") as a:
+        raw = RawWS.connect(srv.url(f"/chat/{room}?name=cut"))
+        raw.recv_message()
+        a.next_of("join")
+        frame = b"\x81\xfe\x01\x00" + b"\x00\x00\x00\x00" + b"partial"  # 256-byte frame, 7 sent
+        raw.send_raw(frame)
+        raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()
+        assert a.next_of("leave", timeout=5)["name"] == "cut"
+        a.nothing_within(0.1)
+
+
+def test_closed_client_cannot_be_written_to_and_server_survives(chat_serve_server) -> None:
+    """Many quick connect/say/vanish cycles: the room keeps working, presence stays right."""
+    srv = chat_serve_server
+    room = new_room("churn")
+    with ChatClient(srv, room, "ann") as a:
+        for i in range(20):
+            c = ChatClient(srv, room, f"c{i}")
+            c.say(f"hi {i}")
+            (c.drop if i % 2 else c.close)()
+        texts = []
+        while len(texts) < 20:
+            e = a.next()
+            if e["type"] == "message":
+                texts.append(e["text"])
+        assert texts == [f"hi {i}" for i in range(20)]
+        deadline = time.monotonic() + 5
+        while rooms_api(srv)[room]["members"] != 1:
+            assert time.monotonic() < deadline, rooms_api(srv)[room]
+            time.sleep(0.05)
+
+
+def test_connection_closed_error_type_is_websockets() -> None:
+    # guard: the helper relies on this exception carrying the received close frame
+    assert hasattr(ConnectionClosed, "rcvd")
+
+
+@pytest.mark.parametrize("path", ["/chat/", "/chat/a/b"])
+def test_paths_without_a_room_are_not_chat(chat_serve_server, path: str) -> None:
+    srv = chat_serve_server
+    resp = http_exchange(srv.host, srv.port, handshake_request(srv.host, srv.port, path))
+    assert 400 <= resp.status < 500
