@@ -50,8 +50,8 @@ def _refuse_split_rooms(workers: int) -> str | None:
 
 
 def on_starting(server):
-    """Refuse more than one worker without Redis, however it was asked for (-w N, WSAPP_WORKERS,
-    WEB_CONCURRENCY): Settings.check() only sees WSAPP_WORKERS."""
+    """Refuse more than one worker without Redis, however it was asked for (`-w N` on the
+    command line, `workers` in a config): Settings.check() only sees WSAPP_WORKERS."""
     problem = _refuse_split_rooms(server.cfg.workers)
     if problem:
         sys.stderr.write(f"wsapp: configuration error: {problem}\n")

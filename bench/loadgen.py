@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.procs import (
     CLIENT_CPU,
+    PRIORITY,
     RESULTS,
     ROOT,
     SERVER_CPU,
@@ -39,7 +40,7 @@ def build() -> Path:
 
 def run(mode: str, args: list[str], server_pids: list[int], timeout: float = 180) -> dict:
     """Run one load generator job; raise with its stderr if it fails or prints no JSON."""
-    argv = ["taskset", "-c", CLIENT_CPU, str(BINARY), mode, *args, "--pids", ",".join(map(str, server_pids))]
+    argv = [*PRIORITY, "taskset", "-c", CLIENT_CPU, str(BINARY), mode, *args, "--pids", ",".join(map(str, server_pids))]
     procs0, before, t0 = process_cpu(), cpu_times(), time.monotonic()
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
         try:

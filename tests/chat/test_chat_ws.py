@@ -16,11 +16,10 @@ import time
 import urllib.request
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 
 from tests.chat.clients import ChatClient, Collector, StalledReader
 from tests.chat.conftest import CHAT_ENV, new_room
-from tests.support.rawws import RawWS, handshake_request, http_exchange
+from tests.support.rawws import Op, RawWS, encode_frame, handshake_request, http_exchange
 
 HISTORY = int(CHAT_ENV["WSAPP_HISTORY"])
 MAX_CHAT = int(CHAT_ENV["WSAPP_MAX_CHAT_BYTES"])
@@ -126,9 +125,11 @@ def test_two_rooms_are_isolated(chat_server) -> None:
 def test_history_in_order_then_live(chat_server) -> None:
     room = new_room("hist")
     with ChatClient(chat_server, room, "writer") as w:
+        acks = []
         for i in range(HISTORY + 10):
             w.say(f"h{i}", ref=str(i))
-        acks = [w.next_of("ack") for _ in range(HISTORY + 10)]
+            if i % 10 == 9:  # at most 10 in flight
+                acks += [w.next_of("ack") for _ in range(10)]
         assert [a["ref"] for a in acks] == [str(i) for i in range(HISTORY + 10)]
         ids = [a["id"] for a in acks]
         assert ids == sorted(ids, key=id_key) and len(set(ids)) == len(ids)
@@ -220,8 +221,9 @@ def test_since_resume_has_no_gap_and_no_duplicate_while_messages_flow(chat_serve
     for round_ in range(8):
         if round_:
             client = ChatClient(srv, room, "roamer", since=since)
-            assert client.hello["recovered"] is True, (since, seen[-3:], client.hello, [client.next() for _ in range(3)])
-        want = rng.randint(5, 40)
+            assert client.hello["recovered"] is True, client.hello
+        # the replay of what was missed, then a few live messages
+        want = client.hello["history"] + rng.randint(3, 30)
         got = 0
         while got < want:
             event = client.next()
@@ -263,6 +265,9 @@ def test_reader_that_stops_reading_is_cut_off_while_others_get_everything(chat_s
     t0 = time.monotonic()
     for i in range(total):
         sender.ws.send(json.dumps({"type": "message", "text": f"{i:04d}{text}", "ref": str(i)}))
+        if i % 16 == 15:  # a well-behaved sender: at most 16 messages in flight
+            while len(cs.messages) < i - 15 and cs.is_alive():
+                time.sleep(0.0005)
     for c in (ca, cb, cs):
         c.join(30)
         assert c.error is None, c.error
@@ -271,10 +276,10 @@ def test_reader_that_stops_reading_is_cut_off_while_others_get_everything(chat_s
         assert [m["text"][:4] for m in c.messages] == [f"{i:04d}" for i in range(total)]
     assert elapsed < 20, elapsed
 
-    log = srv.wait_for_log(f"conn={stalled.id} ", timeout=5)
-    close_lines = [line for line in log.splitlines() if f"conn={stalled.id} " in line and "ws close" in line]
-    srv.wait_for_log("slow consumer", timeout=5)
-    assert close_lines and "code=1008" in close_lines[-1], close_lines
+    log = srv.wait_for_log(f"ws close conn={stalled.id} ", timeout=5)
+    close_lines = [line for line in log.splitlines() if f"ws close conn={stalled.id} " in line]
+    assert "code=1008" in close_lines[-1], close_lines
+    assert any("slow consumer" in line and stalled.id in line for line in log.splitlines())
     assert stalled.closed_by_server(timeout=5)
     leaves = [e for e in ca.others if e["type"] == "leave"] or [a.next_of("leave", 3)]
     assert [e["id"] for e in leaves] == [stalled.id]
@@ -284,6 +289,37 @@ def test_reader_that_stops_reading_is_cut_off_while_others_get_everything(chat_s
     for c in (a, b, sender):
         c.close()
     stalled.close()
+
+
+def test_burst_from_one_client_larger_than_the_send_queue(chat_serve_server) -> None:
+    """A client that writes a burst of 1000 messages at once (and reads all the while) is not
+    "too slow": its own copies and acks must not overflow its queue (see docs/NOTES_chat.md)."""
+    srv = chat_serve_server
+    room = new_room("burst")
+    total = 1000
+    with ChatClient(srv, room, "reader") as reader:
+        raw = RawWS.connect(srv.url(f"/chat/{room}?name=burst"))
+        raw.recv_message()  # hello
+        reader.next_of("join")
+        got = Collector(reader, total)
+        got.start()
+        own: list[bytes] = []
+
+        def read_own() -> None:
+            try:
+                while len(own) < total:
+                    own.append(raw.recv_message(timeout=10)[1])
+            except Exception as exc:  # noqa: BLE001
+                own.append(repr(exc).encode())
+
+        t = threading.Thread(target=read_own, daemon=True)
+        t.start()
+        raw.send_raw(b"".join(encode_frame(Op.TEXT, f"b{i}".encode()) for i in range(total)))
+        got.join(10)
+        t.join(10)
+        assert got.error is None and [m["text"] for m in got.messages] == [f"b{i}" for i in range(total)]
+        assert len(own) == total and all(b'"type":"message"' in m for m in own), own[-1:]
+        raw.close()
 
 
 def test_dead_peer_found_by_keepalive_gets_a_leave(chat_serve_server) -> None:
@@ -337,11 +373,6 @@ def test_closed_client_cannot_be_written_to_and_server_survives(chat_serve_serve
         while rooms_api(srv)[room]["members"] != 1:
             assert time.monotonic() < deadline, rooms_api(srv)[room]
             time.sleep(0.05)
-
-
-def test_connection_closed_error_type_is_websockets() -> None:
-    # guard: the helper relies on this exception carrying the received close frame
-    assert hasattr(ConnectionClosed, "rcvd")
 
 
 @pytest.mark.parametrize("path", ["/chat/", "/chat/a/b"])

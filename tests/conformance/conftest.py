@@ -88,7 +88,9 @@ def _target(mode: str, limit: int | None, env: dict[str, str]) -> Iterator[Targe
     # Hostile input must get a close code and a log line, never an unhandled exception.
     if "Traceback" in log:
         start = log.index("Traceback")
-        raise AssertionError(f"{mode} server logged a traceback:\n{log[max(0, start - 500) : start + 3000]}")
+        raise AssertionError(
+            f"{mode} server logged a traceback:\n{log[max(0, start - 500) : start + 3000]}"
+        )
 
 
 @pytest.fixture(scope="session", params=MODES)

@@ -59,13 +59,23 @@ def handshake_status(srv: ServerProcess, path: str = "/echo", headers: dict[str,
     return 101
 
 
-def refusal(srv: ServerProcess, path: str = "/echo", headers: dict[str, str] | None = None, **kw) -> rawws.HTTPResponse:
-    try:
-        ws = connect(srv, path, headers=headers, **kw)
-    except HandshakeFailed as exc:
-        return exc.response
-    ws.close()
-    raise AssertionError(f"handshake to {path} with {headers} was accepted")
+def refusal(srv: ServerProcess, path: str = "/echo", headers: dict[str, str] | None = None, source: str | None = None, timeout: float = TIMEOUT) -> rawws.HTTPResponse:
+    """The HTTP answer to an upgrade request that must be refused (body read in full)."""
+    request = rawws.handshake_request(srv.host, srv.port, path, headers=headers)
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((srv.host, srv.port), timeout=timeout, source_address=(source, 0) if source else None) as sock:
+        sock.sendall(request)
+        buf = bytearray()
+        resp = rawws._parse_head(rawws._read_http_head(sock, buf, deadline))
+        assert resp.status != 101, f"handshake to {path} with {headers} was accepted"
+        want = int(resp.header("content-length") or 0)
+        while len(buf) < want and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        resp.body = bytes(buf)
+        return resp
 
 
 def http_get(srv: ServerProcess, path: str) -> tuple[int, str]:
@@ -151,9 +161,10 @@ def strict_server() -> Iterator[ServerProcess]:
 @pytest.fixture(scope="session")
 def gunicorn_workers() -> Iterator[ServerProcess]:
     """gunicorn with two worker processes (multiprocess metrics) and a 1 s handshake timeout."""
-    env = {"WSAPP_HANDSHAKE_TIMEOUT": "1"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with running_server("gunicorn", env=env, extra_args=["-w", "2"]) as srv:
+    from tests.support.redis_server import shared_redis
+
+    env = {"WSAPP_HANDSHAKE_TIMEOUT": "1", "WSAPP_REDIS_URL": shared_redis().url, "WSAPP_WORKERS": "2"}
+    with running_server("gunicorn", env=env) as srv:
         yield srv
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("wsapp.ws")
 
 READ_SIZE = 65536
+RFILE_CHUNK = 8192  # the size of pywsgi's rfile buffer (io.DEFAULT_BUFFER_SIZE)
 
 CONNECTING, OPEN, CLOSING, CLOSED = "CONNECTING", "OPEN", "CLOSING", "CLOSED"
 
@@ -53,6 +54,7 @@ class WebSocket(StockWebSocket):
         self.peer_ip = handler.peer_ip
         self._socket = handler.socket
         self._rfile = handler.rfile
+        self._recv: Callable[[int], bytes] | None = None
         self._parser = frames.Parser(settings.max_message_bytes)
         self._pending: deque[str | bytes] = deque()
         self._write_lock = Semaphore()
@@ -177,9 +179,23 @@ class WebSocket(StockWebSocket):
     # --- reading -------------------------------------------------------------------------
 
     def _read(self) -> bytes:
+        """One read from the peer.
+
+        The first reads go through the handler's buffered rfile, which may still hold bytes
+        the client sent right behind its handshake; reading it in RFILE_CHUNK pieces uses its
+        existing buffer. Once a read comes back short, that buffer is known to be empty and
+        we switch to `socket.recv`, which (unlike a buffered read) holds no buffer while it
+        waits: an idle connection then costs no 64 KiB read buffer.
+        """
         self._reader = gevent.getcurrent()
         try:
-            data = self._rfile.read1(READ_SIZE)
+            recv = self._recv
+            if recv is not None:
+                data = recv(READ_SIZE)
+            else:
+                data = self._rfile.read1(RFILE_CHUNK)
+                if len(data) < RFILE_CHUNK:
+                    self._recv = self._socket.recv
         except (OSError, ValueError, AttributeError):
             return b""
         finally:

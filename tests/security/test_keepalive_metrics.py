@@ -1,0 +1,170 @@
+"""Keepalive (dead peers are dropped and leave their rooms) and /metrics (issue 6)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.support.rawws import ConnectionClosedNoFrame, Op
+from tests.support.servers import running_server
+
+from .conftest import chat_events, connect, http_get, metric_value, refusal, wait_connections
+
+
+@pytest.fixture(scope="module")
+def keepalive_server():
+    env = {
+        "WSAPP_PING_INTERVAL": "0.3",
+        "WSAPP_PING_TIMEOUT": "0.5",
+        "WSAPP_CLOSE_TIMEOUT": "0.5",
+        "WSAPP_SEND_QUEUE": "50",
+        "WSAPP_RATE_LIMIT": "0",
+    }
+    with running_server("serve", env=env) as srv:
+        yield srv
+
+
+def test_peer_that_never_answers_pings_is_dropped_and_leaves_the_room(keepalive_server):
+    srv = keepalive_server
+    watcher = connect(srv, "/chat/alive?name=watcher")
+    dead = connect(srv, "/chat/alive?name=zombie")
+    dead.auto_pong = False
+    with watcher, dead:
+        chat_events(watcher, "hello")
+        joined = chat_events(watcher, "join")[-1]
+        assert joined["name"] == "zombie"
+        started = time.monotonic()
+        # The watcher answers pings (recv does), the zombie reads nothing and answers nothing.
+        left = chat_events(watcher, "leave", timeout=4.0)[-1]
+        assert left["name"] == "zombie"
+        assert time.monotonic() - started < 3.0
+        srv.wait_for_log("keepalive timeout: no pong")
+        with pytest.raises(ConnectionClosedNoFrame):
+            while True:
+                frame = dead.recv_frame(2.0)
+                assert frame.opcode in (Op.TEXT, Op.PING, Op.CLOSE)
+        # Presence, as the API sees it, no longer lists the zombie; the watcher stays.
+        rooms = json.loads(http_get(srv, "/api/rooms")[1])["rooms"]
+        members = next(r["members"] for r in rooms if r["room"] == "alive")
+        names = [m["name"] if isinstance(m, dict) else m for m in members] if isinstance(members, list) else members
+        assert "zombie" not in str(names)
+        assert watcher.server_pings, "the live client was pinged too"
+
+
+def test_live_idle_peer_is_kept(keepalive_server):
+    ws = connect(keepalive_server)
+    with ws:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:  # idle but answering pings (recv auto-pongs)
+            with contextlib.suppress(TimeoutError):
+                ws.next_frame(0.2)
+        ws.echo("still here")
+        assert ws.server_pings
+
+
+def _scrape(srv) -> str:
+    status, text = http_get(srv, "/metrics")
+    assert status == 200
+    return text
+
+
+def test_metrics_single_process(keepalive_server):
+    srv = keepalive_server
+    before = _scrape(srv)
+    ws = connect(srv)
+    with ws:
+        for _ in range(5):
+            ws.echo("metric me")
+        text = _scrape(srv)
+        assert metric_value(text, "wsapp_connections_open", endpoint="echo") == 1
+        ws.send_close(1000)
+        ws.expect_close(1000)
+    assert refusal(srv, headers={"Origin": "http://evil.example"}).status == 403
+    wait_connections(srv, 0)
+    after = _scrape(srv)
+    assert metric_value(after, "wsapp_connections_open", endpoint="echo") == 0
+    for name, labels, delta in [
+        ("wsapp_messages_total", {"endpoint": "echo", "direction": "in"}, 5),
+        ("wsapp_messages_total", {"endpoint": "echo", "direction": "out"}, 5),
+        ("wsapp_closes_total", {"endpoint": "echo", "code": "1000"}, 1),
+        ("wsapp_handshake_rejections_total", {"reason": "origin"}, 1),
+    ]:
+        got = metric_value(after, name, **labels) - metric_value(before, name, **labels)
+        assert got >= delta if "out" in labels.values() else got == delta, (name, labels, got)
+    assert metric_value(after, "wsapp_bytes_total", endpoint="echo", direction="in") > 0
+    # The test above dropped a zombie: a keepalive timeout, closed 1011.
+    assert metric_value(after, "wsapp_keepalive_timeouts_total") >= 1
+    assert metric_value(after, "wsapp_fanout_seconds_count") >= 1  # chat join/leave events
+    for family in ("wsapp_slow_consumer_drops_total", "wsapp_broker_errors_total", "wsapp_fanout_seconds_bucket"):
+        assert f"# TYPE {family.removesuffix('_total').removesuffix('_bucket')}" in after
+
+
+def test_metrics_count_slow_consumers(keepalive_server):
+    """A chat member that stops reading overflows its send queue (50 here): 1008, counted."""
+    srv = keepalive_server
+    before = metric_value(_scrape(srv), "wsapp_slow_consumer_drops_total", endpoint="chat")
+    slow = connect(srv, "/chat/slow?name=slow")
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sender = connect(srv, "/chat/slow?name=sender")
+    with sender, slow:
+        chat_events(sender, "hello")
+        text = "x" * 15000
+        deadline = time.monotonic() + 5
+        for i in range(400):
+            sender.send_text(text)
+            chat_events(sender, "message")  # the sender reads its own copy
+            if i % 20 == 0 and metric_value(_scrape(srv), "wsapp_slow_consumer_drops_total", endpoint="chat") > before:
+                break
+            assert time.monotonic() < deadline, "no slow-consumer drop counted"
+    srv.wait_for_log("slow consumer")
+
+
+def _open_pids(srv) -> set[str]:
+    """Worker pids (hex, from connection ids) that logged a `ws open`."""
+    return set(re.findall(r"ws open conn=([0-9a-f]+)-", srv.log_text()))
+
+
+def test_metrics_across_gunicorn_workers(gunicorn_workers):
+    """Two workers: every scrape (whichever worker answers) sees every worker's sockets."""
+    srv = gunicorn_workers
+    held = []
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            for _ in range(10):  # concurrent bursts spread accepts over both workers
+                held += pool.map(lambda _: connect(srv), range(16))
+                if len(_open_pids(srv)) == 2:
+                    break
+        assert len(_open_pids(srv)) == 2, "connections never reached the second worker"
+        for ws in held:
+            ws.echo("x")
+        answered = set()
+        for _ in range(12):
+            text = _scrape(srv)
+            assert metric_value(text, "wsapp_connections_open", endpoint="echo") == len(held)
+            assert metric_value(text, "wsapp_messages_total", endpoint="echo", direction="in") >= len(held)
+            answered.add(json.loads(http_get(srv, "/healthz")[1])["pid"])
+    finally:
+        for ws in held:
+            ws.close()
+    deadline = time.monotonic() + 5
+    while metric_value(_scrape(srv), "wsapp_connections_open", endpoint="echo") != 0:
+        assert time.monotonic() < deadline, "open-connection gauge did not return to 0"
+        time.sleep(0.1)
+
+
+def test_handshake_protections_under_gunicorn(gunicorn_workers):
+    srv = gunicorn_workers
+    assert refusal(srv, headers={"Origin": "http://evil.example"}).status == 403
+    from .test_hostile import oversized_headers_case, slowloris_case
+
+    oversized_headers_case(srv)
+    slowloris_case(srv, sockets=6)
+    ws = connect(srv)
+    with ws:
+        ws.echo("gunicorn still serves")
