@@ -20,6 +20,7 @@ MiB = 1024 * 1024
 @dataclass(frozen=True)
 class Config:
     quick: bool
+    repeat: int
     servers: tuple[str, ...]
     log_dir: Path
     nofile: tuple[int, int]
@@ -34,28 +35,47 @@ Job = Callable[[Server], dict]
 
 
 def _run_cases(cfg: Config, scenario: str, servers: tuple[str, ...], cases: list[tuple[str, Job]]) -> list[Row]:
-    """Each server once, fresh; every case against it; errors become rows, never crashes."""
+    """Each server fresh per attempt, every case against it; keep the least disturbed attempt.
+
+    The machine is shared, so each case runs `cfg.repeat` times and the attempt during which
+    other processes used the least CPU is reported (all attempts stay in the JSON)."""
     rows: list[Row] = []
     for kind in servers:
         if reason := available(kind):
             rows += [{"scenario": scenario, "case": case, "server": kind, "skipped": reason} for case, _ in cases]
             print(f"  {scenario:11} {kind:9} skipped: {reason}", flush=True)
             continue
-        try:
-            with running(kind, cfg.log_dir, cfg.nofile) as server:
-                for case, job in cases:
-                    row: Row = {"scenario": scenario, "case": case, "server": kind}
-                    try:
-                        row["result"] = job(server)
-                    except Exception as exc:  # noqa: BLE001 - recorded in the report instead
-                        row["error"] = f"{type(exc).__name__}: {exc}"
-                    rows.append(row)
-                    print(f"  {scenario:11} {case:28} {kind:9} {summary(row)}", flush=True)
-        except RuntimeError as exc:
-            for case, _ in cases:
-                rows.append({"scenario": scenario, "case": case, "server": kind, "error": str(exc)[:400]})
-            print(f"  {scenario:11} {kind:9} could not start: {str(exc)[:200]}", flush=True)
+        best: dict[str, Row] = {}
+        attempts: dict[str, list[dict]] = {case: [] for case, _ in cases}
+        for attempt in range(cfg.repeat):
+            try:
+                with running(kind, cfg.log_dir, cfg.nofile) as server:
+                    for case, job in cases:
+                        row: Row = {"scenario": scenario, "case": case, "server": kind, "attempt": attempt}
+                        try:
+                            row["result"] = job(server)
+                        except Exception as exc:  # noqa: BLE001 - recorded in the report instead
+                            row["error"] = f"{type(exc).__name__}: {exc}"
+                        attempts[case].append(row.get("result") or {"error": row.get("error")})
+                        if case not in best or _rank(row) < _rank(best[case]):
+                            best[case] = row
+                        print(f"  {scenario:11} {case:28} {kind:9} {summary(row)}", flush=True)
+            except RuntimeError as exc:
+                for case, _ in cases:
+                    best.setdefault(case, {"scenario": scenario, "case": case, "server": kind,
+                                           "error": str(exc)[:400]})
+                print(f"  {scenario:11} {kind:9} could not start: {str(exc)[:200]}", flush=True)
+        for case, _ in cases:
+            rows.append({**best[case], "attempts": attempts[case]})
     return rows
+
+
+def _rank(row: Row) -> tuple[int, float]:
+    """Sort key: a measurement beats an error; then less CPU taken by other processes."""
+    r = row.get("result")
+    if not r:
+        return (1, 0.0)
+    return (0, r.get("foreign_cpu_s", 0.0) / max(r.get("wall_s", 1.0), 1e-9))
 
 
 def summary(row: Row) -> str:

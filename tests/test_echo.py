@@ -82,3 +82,30 @@ def test_websocket_on_plain_http_route_is_refused_not_upgraded(server):
         assert exc.response.status_code == 400
     else:
         raise AssertionError("upgrade on a non-WebSocket route was accepted")
+
+
+def test_message_sent_together_with_close_is_still_echoed(server):
+    """Text and close in one write: the echo goes out before the close reply."""
+    import socket
+
+    from wsapp.protocol.frames import Opcode, Parser, encode_frame
+
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += sock.recv(4096)
+        rest = response.split(b"\r\n\r\n", 1)[1]
+        sock.sendall(encode_frame(Opcode.TEXT, b"last words", mask=b"abcd") + encode_frame(Opcode.CLOSE, b"\x03\xe8", mask=b"abcd"))
+        parser = Parser(1 << 20, require_mask=False)
+        events = parser.feed(rest) if rest else []
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                break
+            events += parser.feed(data)
+    assert events[0] == "last words"
+    assert events[1].code == 1000

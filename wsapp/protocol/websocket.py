@@ -57,6 +57,7 @@ class WebSocket(StockWebSocket):
         self._recv: Callable[[int], bytes] | None = None
         self._parser = frames.Parser(settings.max_message_bytes)
         self._pending: deque[str | bytes] = deque()
+        self._deferred_close: Close | None = None
         self._write_lock = Semaphore()
         self._closed_event = Event()
         self._reader: gevent.Greenlet | None = None
@@ -111,6 +112,10 @@ class WebSocket(StockWebSocket):
             self.accept()
         pending = self._pending
         while not pending:
+            if self._deferred_close is not None:
+                event, self._deferred_close = self._deferred_close, None
+                self._on_close_frame(event)
+                return None
             if self._parser.error is not None:
                 self._fail(self._parser.error.code, self._parser.error.reason)
                 return None
@@ -217,7 +222,12 @@ class WebSocket(StockWebSocket):
             if self.on_pong is not None:
                 self.on_pong(event.payload)
         elif kind is Close:
-            self._on_close_frame(event)
+            if self._pending:
+                # Messages that arrived before the close are answered first (their replies
+                # go out with the batch), then the close is echoed on the next receive.
+                self._deferred_close = event
+            else:
+                self._on_close_frame(event)
 
     def _on_close_frame(self, event: Close) -> None:
         if self.state == OPEN:
