@@ -42,6 +42,7 @@ class Connection:
 
     __slots__ = (
         "ws", "settings", "endpoint", "id", "peer", "_queue", "_writer", "_limit", "_closing", "_batch_owner",
+        "_flush_at",
         "__weakref__",
     )
 
@@ -54,6 +55,7 @@ class Connection:
         self._queue: deque[bytes | _CloseRequest] = deque()
         self._writer: gevent.Greenlet | None = None
         self._limit = settings.send_queue
+        self._flush_at = max(1, min(64, settings.send_queue // 2))
         self._closing = False
         self._batch_owner: gevent.Greenlet | None = None
 
@@ -120,8 +122,15 @@ class Connection:
             self._overflow()
             return False
         queue.append(frame)
-        if self._writer is None and self._batch_owner is not gevent.getcurrent():
-            self._writer = gevent.spawn(self._drain)
+        if self._writer is None:
+            current = gevent.getcurrent()
+            if self._batch_owner is not current:
+                self._writer = gevent.spawn(self._drain)
+            elif len(queue) >= self._flush_at:
+                # A long burst from our own peer: write its replies now, from the reader, so
+                # they never pile up to the overflow limit (TCP pushes back on the peer instead).
+                self._writer = current
+                self._drain()
         return True
 
     def send_text(self, text: str) -> bool:

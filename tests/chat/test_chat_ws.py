@@ -2,7 +2,7 @@
 
 Clients are the independent `websockets` library and raw sockets; servers are
 `python -m wsapp serve` and gunicorn started by tests/support/servers.py with CHAT_ENV
-(send queue 64, history 50, max chat text 2048 bytes, keepalive 1 s).
+(send queue 64, history 50, max chat text 16 KiB, keepalive 1 s).
 """
 
 from __future__ import annotations
@@ -255,7 +255,8 @@ def test_reader_that_stops_reading_is_cut_off_while_others_get_everything(chat_s
     srv = chat_serve_server
     room = new_room("slow")
     total = 1000
-    text = "x" * 1000  # ~1 MB in all: far beyond what a stalled socket can buffer
+    # 10 MB in all: far beyond what the kernel buffers for a stalled socket (~3 MB here)
+    text = "x" * 10_000
     a, b = ChatClient(srv, room, "reader-a"), ChatClient(srv, room, "reader-b")
     stalled = StalledReader(srv, room)
     sender = ChatClient(srv, room, "sender")

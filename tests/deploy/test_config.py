@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from tests.deploy.cluster import NGINX, render_site, render_standalone
+from tests.deploy.cluster import NGINX, http, render_site, render_standalone
 from tests.support.redis_server import running_redis
 from tests.support.servers import GUNICORN, ROOT, free_port, running_server, wait_for_port
 from wsapp.settings import Settings
@@ -47,6 +47,7 @@ def test_bind_from_wsapp_bind_and_b_wins() -> None:
     port = free_port()
     with running_server("gunicorn", env={"WSAPP_BIND": f"127.0.0.1:{free_port()}"}, port=port) as srv:
         assert f"Listening at: http://127.0.0.1:{port}" in srv.wait_for_log("Listening at")
+        assert http(srv.http_url("/healthz"), timeout=10)[0] == 200  # booted: a quick stop
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WSAPP_")} | {"WSAPP_BIND": f"127.0.0.1:{port}"}
     proc = subprocess.Popen(
@@ -59,6 +60,8 @@ def test_bind_from_wsapp_bind_and_b_wins() -> None:
     )
     try:
         wait_for_port("127.0.0.1", port, proc=proc)
+        status, _ = http(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        assert status == 200
     finally:
         proc.terminate()
         proc.wait(15)

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import os
+import secrets
 import socket
 import time
 from http.client import HTTPException
@@ -56,11 +57,23 @@ class _HandshakeTimeout(gevent.Timeout):
 
 
 _ids = itertools.count(1)
-_PROCESS_TAG = f"{os.getpid():x}"
+_PROCESS_TAG = ""
+
+
+def _new_process_tag() -> None:
+    """Per process, also after fork: gunicorn imports this module in the master (worker
+    class), so a tag computed at import would be shared by every worker."""
+    global _PROCESS_TAG
+    _PROCESS_TAG = f"{os.getpid():x}{secrets.token_hex(3)}"
+
+
+_new_process_tag()
+os.register_at_fork(after_in_child=_new_process_tag)
 
 
 def new_connection_id() -> str:
-    """Unique within the process; the pid prefix makes it unique across workers of a host."""
+    """Unique across processes and hosts: pid plus a random per-process tag (pids repeat in
+    containers), then a counter. Chat presence in Redis is keyed by it."""
     return f"{_PROCESS_TAG}-{next(_ids):x}"
 
 
@@ -299,5 +312,7 @@ class WsappHandler(WebSocketHandler):
     def log_request(self) -> None:
         if getattr(self, "code", None) == 101 or str(self.status).startswith("101"):
             return  # a WebSocket logs one line at open and one at close instead
+        if getattr(self, "environ", None) is None:
+            return  # refused before an environ existed (431, 400): already logged by us
         # Skip the stock WebSocketHandler's logger; gunicorn's handler (if mixed in) logs access.
         super(WebSocketHandler, self).log_request()
