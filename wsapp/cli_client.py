@@ -218,7 +218,13 @@ class ChatSession:
             ws.send(json.dumps({"type": "message", "text": text, "ref": ref}, ensure_ascii=False))
 
     def _connect_url(self) -> str:
-        return with_query(self.url, name=self.name, since=self.last_id)
+        """The URL with our name (once known) and `since=` the last id we saw (once any)."""
+        params: dict[str, str | None] = {}
+        if self.name is not None:
+            params["name"] = self.name
+        if self.last_id is not None:
+            params["since"] = self.last_id
+        return with_query(self.url, **params)
 
     def _run(self) -> None:
         delays = self.backoff()
@@ -360,6 +366,7 @@ def _run_plain(url: str, stdin: IO[str], out: Callable[[str], None], err: Callab
         return 1
     ws.settimeout(None)
     done = threading.Event()
+    counts = {"sent": 0, "received": 0}
 
     def receive() -> None:
         try:
@@ -373,6 +380,7 @@ def _run_plain(url: str, stdin: IO[str], out: Callable[[str], None], err: Callab
                     out(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
                 else:
                     out(f"<binary {len(data)} bytes>")
+                counts["received"] += 1
         except (OSError, websocket.WebSocketException):
             pass
         finally:
@@ -386,7 +394,11 @@ def _run_plain(url: str, stdin: IO[str], out: Callable[[str], None], err: Callab
             ws.send(line)
         except (OSError, websocket.WebSocketException):
             break
-    done.wait(1.0)  # let the last answers arrive
+        counts["sent"] += 1
+    # let the answers to what we sent arrive (an echo answers each line), at most 2 s
+    deadline = time.monotonic() + 2.0
+    while counts["received"] < counts["sent"] and not done.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
     with contextlib.suppress(Exception):
         ws.send_close(1000, b"bye")
     done.wait(2.0)

@@ -92,6 +92,11 @@ class Connection:
     # --- receiving -----------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[str | bytes]:
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[str | bytes]]:
+        """Messages in the batches they arrived in (one read can complete many)."""
         receive_many = self.ws.receive_many
         me = gevent.getcurrent()
         while True:
@@ -104,7 +109,7 @@ class Connection:
             # still wake a writer at once.
             self._batch_owner = me
             try:
-                yield from batch
+                yield batch
             finally:
                 self._batch_owner = None
             if self._queue and self._writer is None:
@@ -130,6 +135,27 @@ class Connection:
                 # A long burst from our own peer: write its replies now, from the reader, so
                 # they never pile up to the overflow limit (TCP pushes back on the peer instead).
                 self._writer = current
+                self._drain()
+        return True
+
+    def send_frames(self, frames: list[bytes]) -> bool:
+        """Queue several pre-encoded frames at once (the echo of a whole batch)."""
+        if self._closing or self.ws.state != "OPEN":
+            return False
+        queue = self._queue
+        writer = self._writer
+        owner = self._batch_owner is gevent.getcurrent()
+        # The reader's own replies never overflow while it can write them itself (it then
+        # blocks on its own socket: TCP backpressure); only a stuck writer makes them pile up.
+        if (writer is not None or not owner) and len(queue) + len(frames) > self._limit:
+            self._overflow()
+            return False
+        queue.extend(frames)
+        if writer is None:
+            if not owner:
+                self._writer = gevent.spawn(self._drain)
+            elif len(queue) >= self._flush_at:
+                self._writer = gevent.getcurrent()
                 self._drain()
         return True
 

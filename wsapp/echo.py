@@ -6,6 +6,7 @@ from flask import Blueprint, request
 
 from wsapp.app_state import get_state
 from wsapp.connection import Connection
+from wsapp.protocol.frames import encode_message
 
 bp = Blueprint("echo", __name__)
 
@@ -14,7 +15,7 @@ bp = Blueprint("echo", __name__)
 def echo_socket():
     ws = request.environ["wsgi.websocket"]
     with Connection.open(ws, get_state().settings, endpoint="echo") as conn:
-        send = conn.send_message
-        for message in conn:
-            send(message)
+        send_frames = conn.send_frames
+        for batch in conn.batches():
+            send_frames([encode_message(message) for message in batch])
     return ""

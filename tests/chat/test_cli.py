@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
@@ -22,6 +23,15 @@ from wsapp.cli_client import (
     run_publish,
     with_query,
 )
+
+
+def test_connect_url_keeps_the_given_name_and_adds_since() -> None:
+    s = ChatSession("ws://h/chat/r?name=given")
+    assert s._connect_url() == "ws://h/chat/r?name=given"
+    s.last_id = "7-1"
+    assert s._connect_url() == "ws://h/chat/r?name=given&since=7-1"
+    s.name = "guest-ab12"
+    assert s._connect_url() == "ws://h/chat/r?name=guest-ab12&since=7-1"
 
 
 def test_with_query_and_backoff() -> None:
@@ -191,7 +201,11 @@ def test_session_resends_lines_typed_while_disconnected(chat_serve_server) -> No
         session.stop()
         texts = [m["text"] for m in reader.messages(3)]
         assert texts == ["one", "two", "three"]
-        reader.nothing_within(0.2)
+        extra = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                extra.append(reader.next(timeout=0.2))
+        assert [e for e in extra if e["type"] == "message"] == []  # nothing sent twice
 
 
 def test_module_exports() -> None:

@@ -99,6 +99,22 @@ def encode_text(text: str) -> bytes:
     return encode_frame(Opcode.TEXT, text.encode("utf-8"))
 
 
+def encode_message(message: str | bytes) -> bytes:
+    """One unfragmented server frame for a message: text for `str`, binary for `bytes`."""
+    if type(message) is str:
+        payload = message.encode("utf-8")
+        first = 0x81
+    else:
+        payload = bytes(message)
+        first = 0x82
+    length = len(payload)
+    if length < 126:
+        return bytes((first, length)) + payload
+    if length < 65536:
+        return _PACK_H16(first, 126, length) + payload
+    return _PACK_H64(first, 127, length) + payload
+
+
 def encode_close_payload(code: int | None = CloseCode.NORMAL, reason: str = "") -> bytes:
     """Close payload: 2-byte code plus UTF-8 reason, truncated to fit a control frame."""
     if code is None:

@@ -55,6 +55,8 @@ class WebSocket(StockWebSocket):
         self._socket = handler.socket
         self._rfile = handler.rfile
         self._recv: Callable[[int], bytes] | None = None
+        raw = getattr(self._socket, "_sock", None)  # gevent wraps a non-blocking socket
+        self._raw_send: Callable[[Any], int] = raw.send if raw is not None else self._socket.send
         self._parser = frames.Parser(settings.max_message_bytes)
         self._pending: deque[str | bytes] = deque()
         self._deferred_close: Close | None = None
@@ -324,8 +326,16 @@ class WebSocket(StockWebSocket):
     def _write(self, data: bytes | bytearray | memoryview) -> None:
         with self._write_lock:
             try:
-                self._socket.sendall(data)
-            except (OSError, AttributeError) as exc:
+                # Usually the kernel takes it all at once: one send() on the underlying
+                # non-blocking socket, skipping gevent's sendall bookkeeping (it queries
+                # SO_SNDBUF on every call). The rest, if any, waits cooperatively.
+                try:
+                    sent = self._raw_send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    self._socket.sendall(memoryview(data)[sent:])
+            except (OSError, AttributeError, TypeError) as exc:
                 self._on_transport_lost()
                 raise WebSocketError("Socket is dead") from exc
         self.bytes_out += len(data)
