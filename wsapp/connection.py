@@ -9,7 +9,6 @@ that stops reading fills its own queue and is closed 1008; nobody else waits for
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -52,7 +51,7 @@ class Connection:
         self.endpoint = endpoint
         self.id = ws.id
         self.peer = ws.peer
-        self._queue: deque[bytes | _CloseRequest] = deque()
+        self._queue: list[bytes | _CloseRequest] = []
         self._writer: gevent.Greenlet | None = None
         self._limit = settings.send_queue
         self._flush_at = max(1, min(64, settings.send_queue // 2))
@@ -217,27 +216,26 @@ class Connection:
             self.ws.abort(CloseCode.POLICY_VIOLATION, "send queue overflow: client too slow")
 
     def _drain(self) -> None:
-        queue = self._queue
         ws = self.ws
         try:
-            while queue:
-                batch: list[bytes] = []
+            while self._queue:
+                # Take everything queued so far; frames queued while we write go in the next round.
+                items, self._queue = self._queue, []
                 close: _CloseRequest | None = None
-                while queue:
-                    item = queue.popleft()
+                for index, item in enumerate(items):
                     if type(item) is _CloseRequest:
                         close = item
-                        queue.clear()
+                        del items[index:]
                         break
-                    batch.append(item)
-                if batch:
+                if items:
                     try:
-                        ws.send_frame(batch[0] if len(batch) == 1 else b"".join(batch))
+                        ws.send_frame(items[0] if len(items) == 1 else b"".join(items))
                     except WebSocketError:
-                        queue.clear()
+                        self._queue.clear()
                         return
-                    ws.messages_out += len(batch)
+                    ws.messages_out += len(items)
                 if close is not None:
+                    self._queue.clear()
                     ws.close(close.code, close.reason)
                     return
         finally:

@@ -266,6 +266,11 @@ class Parser:
     moment the stream becomes invalid. After a `Close` event, further bytes are ignored.
     """
 
+    __slots__ = (
+        "max_message_bytes", "require_mask", "_buf", "closed", "error", "_opcode", "_fin", "_remaining",
+        "_masker", "_control", "_msg_opcode", "_msg_size", "_msg_parts", "_utf8",
+    )
+
     def __init__(self, max_message_bytes: int, require_mask: bool = True) -> None:
         self.max_message_bytes = max_message_bytes
         self.require_mask = require_mask

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +42,14 @@ CONNECTING, OPEN, CLOSING, CLOSED = "CONNECTING", "OPEN", "CLOSING", "CLOSED"
 class WebSocket(StockWebSocket):
     """One server-side WebSocket; created by `WsappHandler`, found at `environ["wsgi.websocket"]`."""
 
+    # Slots keep an idle connection small; "__dict__" still admits ad-hoc attributes.
+    __slots__ = (
+        "settings", "id", "peer", "peer_ip", "_socket", "_rfile", "_recv", "_raw_send", "_parser",
+        "_pending", "_deferred_close", "_write_lock", "_closed_event", "_reader", "state", "opened_at",
+        "close_code", "close_reason", "close_initiator", "last_received", "messages_in", "messages_out",
+        "bytes_in", "bytes_out", "control_sink", "on_pong", "__dict__", "__weakref__",
+    )
+
     def __init__(self, environ: dict, handler: Any, settings: Settings) -> None:  # noqa: D107
         # The stock __init__ is skipped on purpose: it wires the per-byte stream reader.
         self.environ = environ
@@ -58,10 +65,10 @@ class WebSocket(StockWebSocket):
         raw = getattr(self._socket, "_sock", None)  # gevent wraps a non-blocking socket
         self._raw_send: Callable[[Any], int] = raw.send if raw is not None else self._socket.send
         self._parser = frames.Parser(settings.max_message_bytes)
-        self._pending: deque[str | bytes] = deque()
+        self._pending: list[str | bytes] = []
         self._deferred_close: Close | None = None
         self._write_lock = Semaphore()
-        self._closed_event = Event()
+        self._closed_event: Event | None = None  # created only if someone waits for the close
         self._reader: gevent.Greenlet | None = None
         self.state = CONNECTING
         self.opened_at = 0.0
@@ -134,7 +141,7 @@ class WebSocket(StockWebSocket):
                 return None
             for event in events:
                 self._handle_event(event)
-        return pending.popleft()
+        return pending.pop(0)
 
     read_message = receive
 
@@ -174,7 +181,6 @@ class WebSocket(StockWebSocket):
         reason = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
         if self.state == CONNECTING:
             self.state = CLOSED
-            self._closed_event.set()
             return
         if self.state != OPEN:
             if self.state == CLOSING:
@@ -268,11 +274,15 @@ class WebSocket(StockWebSocket):
         """Wait briefly for the peer's close reply; read it ourselves if nobody else reads."""
         timeout = self.settings.close_timeout
         if self._reader is not None and self._reader is not gevent.getcurrent():
+            if self.state == CLOSED:
+                return
+            if self._closed_event is None:
+                self._closed_event = Event()
             if not self._closed_event.wait(timeout):
                 self._finish()
             return
         with gevent.Timeout(timeout, False):
-            while not self._closed_event.is_set():
+            while self.state != CLOSED:
                 data = self._read()
                 if not data:
                     break
@@ -307,7 +317,8 @@ class WebSocket(StockWebSocket):
             sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             sock.close()
-        self._closed_event.set()
+        if self._closed_event is not None:
+            self._closed_event.set()
 
     def abort(self, code: int = CloseCode.ABNORMAL, reason: str = "aborted") -> None:
         """Drop the TCP connection at once (dead or hopelessly slow peer)."""
