@@ -26,6 +26,7 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import base64  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
@@ -55,7 +56,7 @@ SERVER_ENV = {
     "WSAPP_MAX_CONN_PER_IP": "0",
     "WSAPP_MAX_CONNECTIONS": "100000",
     "WSAPP_HISTORY": "100",
-    "WSAPP_LOG_LEVEL": "WARNING",
+    "WSAPP_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
 }
 
 
@@ -253,10 +254,8 @@ class Member:
 
     def close(self) -> None:
         self.reader.kill(block=False)
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -277,9 +276,10 @@ def run_setup(label: str, sender_port: int, member_port: int, procs: Procs, args
         pool.spawn(lambda i=i: members.append(Member(member_port, room, f"m{i}", stats)))
     pool.join(raise_error=True)
     sender = Member(sender_port, room, "sender", None)
-    # wait for the join storm (N joins to N members) to drain
-    while time.monotonic() - stats.last_frame < 0.5 and time.monotonic() - t0 < 120:
-        gevent.sleep(0.1)
+    # wait for the join storm (N joins to N members) to drain: 0.5 s without a frame
+    stats.last_frame = time.monotonic()
+    while time.monotonic() - stats.last_frame < 0.5 and time.monotonic() - t0 < 180:
+        gevent.sleep(0.05)
     setup_s = time.monotonic() - t0
     seq = 0
 
@@ -361,12 +361,15 @@ def run_setup(label: str, sender_port: int, member_port: int, procs: Procs, args
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="cross-process fan-out through Redis")
     ap.add_argument("--members", type=int, default=1000)
-    ap.add_argument("--duration", type=float, default=4.0, help="seconds per phase")
-    ap.add_argument("--rate", type=float, default=20.0, help="messages/s in the fixed phase")
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per phase")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="messages/s in the fixed phase (default: 10,000 deliveries/s, as bench.run)")
     ap.add_argument("--window", type=int, default=16, help="messages in flight when saturated")
     ap.add_argument("--only", choices=["memory", "redis-single", "cross"], action="append")
     ap.add_argument("--json", action="store_true", help="also print the raw results as JSON")
     args = ap.parse_args(argv)
+    if args.rate is None:
+        args.rate = 10_000 / args.members
 
     import resource
 
@@ -397,7 +400,10 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(run_setup("cross-process (sender on A, members on B), Redis", a, b, procs, args))
         finally:
             procs.stop()
-            shutil.rmtree(tmp, ignore_errors=True)
+            if os.environ.get("BENCH_KEEP_LOGS"):
+                print(f"# logs in {tmp}", file=sys.stderr)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
         r = results[-1]
         print(f"# {r['setup']}: sat {r['saturated']['deliveries_per_s']:.0f} deliv/s, "
               f"p50 {r['fixed']['p50_ms']:.2f} ms, p99 {r['fixed']['p99_ms']:.2f} ms, lost {r['lost']}",

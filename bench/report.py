@@ -12,6 +12,7 @@ from pathlib import Path
 
 SERVER_COLUMNS = [("stock", "stock"), ("wsapp", "wsapp serve"), ("gunicorn", "wsapp gunicorn"),
                   ("ceiling", "TCP ceiling")]
+COLORS = {"stock": "tab:blue", "wsapp": "tab:orange", "gunicorn": "tab:green", "ceiling": "tab:red"}
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -161,10 +162,15 @@ def foreign_share(result: dict) -> float:
     return result.get("foreign_cpu_s", 0.0) / result["wall_s"] if result.get("wall_s") else 0.0
 
 
-def contended(rows: list[dict], threshold: float = 0.05) -> list[str]:
-    """Runs during which other processes used more than `threshold` of a core."""
-    return [f"{r['scenario']} / {r['case']} / {r['server']} ({foreign_share(r['result']):.0%})"
-            for r in rows if r.get("result") and foreign_share(r["result"]) > threshold]
+def contention_note(rows: list[dict], threshold: float = 0.05) -> str:
+    """One sentence on how much other processes disturbed the reported runs ('' if not at all)."""
+    shares = sorted(foreign_share(r["result"]) for r in rows if r.get("result"))
+    busy = [s for s in shares if s > threshold]
+    if not busy:
+        return ""
+    return (f"**Shared machine:** during {len(busy)} of the {len(shares)} reported runs other processes "
+            f"used more than {threshold:.0%} of a core (median {shares[len(shares) // 2]:.0%}, "
+            f"worst {shares[-1]:.0%}; per run in the last column below). Those figures are noisier.")
 
 
 def chart(rows: list[dict], path: Path) -> bool:
@@ -195,7 +201,10 @@ def chart(rows: list[dict], path: Path) -> bool:
                 if isinstance(v, int | float) and v > 0:
                     xs.append(g + i * width)
                     ys.append(v)
-            ax.bar(xs, ys, width, label=dict(SERVER_COLUMNS)[kind])
+            if ys:
+                ax.bar(xs, ys, width, label=dict(SERVER_COLUMNS)[kind], color=COLORS[kind])
+                for x, y in zip(xs, ys, strict=True):
+                    ax.annotate(_fmt(y), (x, y), ha="center", va="bottom", fontsize=7)
         ax.set_xticks([g + width * (len(kinds) - 1) / 2 for g in range(len(groups))])
         ax.set_xticklabels([case for case, _ in groups], rotation=15, fontsize=8)
         ax.set_title(title)

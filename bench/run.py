@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, help="attempts per case, least disturbed kept (default 2, quick 1)")
     p.add_argument("--servers", default=",".join(KINDS), help=f"comma list from {','.join(KINDS)}")
     p.add_argument("--write-docs", action="store_true", help="update docs/performance.md even for a partial run")
+    p.add_argument("--report-only", metavar="JSON", type=Path,
+                   help="measure nothing: rewrite docs/performance.md and the chart from a saved run")
     p.add_argument("--no-docs", action="store_true", help="never touch docs/performance.md")
     return p.parse_args(argv)
 
@@ -71,15 +73,24 @@ def generated_block(meta: dict, rows: list[dict], chart_ok: bool, json_name: str
     ]
     if chart_ok:
         parts += ["![benchmark chart](performance.png)", ""]
-    if busy := report.contended(rows):
-        parts += ["**Shared machine:** other processes used more than 5% of a core during: "
-                  + "; ".join(busy) + ". Those figures are noisier than the rest.", ""]
+    if note := report.contention_note(rows):
+        parts += [note, ""]
     parts += ["### Is the load generator the bottleneck?", "", report.client_table(rows), ""]
     return "\n".join(parts)
 
 
+def write_docs(meta: dict, rows: list[dict], json_name: str) -> None:
+    chart_ok = report.chart(rows, CHART)
+    report.write_doc(DOC, generated_block(meta, rows, chart_ok, json_name))
+    print(f"updated {DOC.relative_to(ROOT)}" + (f" and {CHART.relative_to(ROOT)}" if chart_ok else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report_only:
+        saved = json.loads(args.report_only.read_text())
+        write_docs(saved["meta"], saved["rows"], args.report_only.name)
+        return 0
     servers = tuple(s.strip() for s in args.servers.split(",") if s.strip())
     if bad := [s for s in servers if s not in KINDS]:
         print(f"unknown server {bad[0]!r}; choose from {', '.join(KINDS)}", file=sys.stderr)
@@ -118,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nraw results: {RESULTS / json_name}; server logs: {log_dir}")
     full = not args.quick and not args.only and set(servers) == set(KINDS)
     if not args.no_docs and (full or args.write_docs):
-        chart_ok = report.chart(rows, CHART)
-        report.write_doc(DOC, generated_block(meta, rows, chart_ok, json_name))
-        print(f"updated {DOC.relative_to(ROOT)}" + (f" and {CHART.relative_to(ROOT)}" if chart_ok else ""))
+        write_docs(meta, rows, json_name)
     return 1 if any("error" in r for r in rows) else 0
 
 

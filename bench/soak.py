@@ -14,7 +14,7 @@ in its room:
 with the server's RSS at start, at peak, with everyone connected at the end, and after
 everyone left. Results go to stdout and bench/results/soak.json.
 
-    python -m bench.soak [--clients 2000] [--rooms 50] [--duration 45]
+    python -m bench.soak [--clients 2000] [--rooms 50] [--duration 20] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 PER_SOURCE = 50  # connections per loopback source address (server limit: 100 per IP)
+SEND_EVERY = (10.0, 30.0)  # seconds between a client's messages: 2000 clients, about 100 msg/s
 
 
 def id_key(message_id: str) -> tuple[int, ...]:
@@ -70,7 +72,13 @@ class Client:
     drops_abort: int = 0
     not_recovered: int = 0
     errors: int = 0
-    connected: bool = False
+    ws: object = None
+    ends: float = 0.0
+    next_send: float = 0.0
+
+    @property
+    def connected(self) -> bool:
+        return self.ws is not None
 
 
 @dataclass
@@ -91,6 +99,7 @@ class Soak:
         return f"ws://{HOST}:{self.port}/chat/{client.room}?{query}"
 
     async def run_client(self, client: Client, ready: asyncio.Event | None) -> None:
+        """Connect, read everything until the connection ends, come back with since=."""
         rng = random.Random(client.n)
         while self.running:
             try:
@@ -98,7 +107,7 @@ class Soak:
                     self.url(client),
                     local_addr=(client.source, 0),
                     ping_interval=None,
-                    open_timeout=20,
+                    open_timeout=30,
                     close_timeout=2,
                     max_queue=None,
                 ) as ws:
@@ -107,59 +116,70 @@ class Soak:
                     assert hello["type"] == "hello", hello
                     if hello.get("recovered") is False:
                         client.not_recovered += 1
-                    client.connected = True
+                    client.ws = ws
+                    client.ends = time.monotonic() + rng.expovariate(1 / 20.0)
                     if ready is not None:
                         ready.set()
                         ready = None
-                    await self.session(client, ws, rng)
-            except Exception as exc:  # noqa: BLE001 - counted below
-                if not self.running:
-                    break
-                if not isinstance(exc, ConnectionError | TimeoutError):
-                    client.errors += 1
-            client.connected = False
+                    async for raw in ws:
+                        self.on_event(client, raw)
+            except ConnectionClosed:
+                pass
+            except Exception:  # noqa: BLE001 - refused or failed connects are counted, then retried
+                client.errors += 1
+            client.ws = None
             if self.running:
                 await asyncio.sleep(rng.uniform(0.05, 1.0))
 
-    async def session(self, client: Client, ws, rng: random.Random) -> None:
-        """Read everything; send now and then; drop at a random moment while churn is on."""
-        lifetime = rng.expovariate(1 / 20.0)
-        ends = time.monotonic() + lifetime
-        next_send = time.monotonic() + rng.uniform(2.0, 12.0)
+    def on_event(self, client: Client, raw: str) -> None:
+        event = json.loads(raw)
+        kind = event.get("type")
+        if kind == "message":
+            mid = event["id"]
+            if mid in client.received:
+                client.duplicates += 1
+            else:
+                client.received.add(mid)
+                self.published.setdefault(client.room, set()).add(mid)
+            if client.last_id is None or id_key(mid) > id_key(client.last_id):
+                client.last_id = mid
+            self.deliveries += 1
+            self.last_delivery = time.monotonic()
+        elif kind == "ack":
+            client.acked += 1
+            self.published.setdefault(client.room, set()).add(event["id"])
+
+    async def drive(self) -> None:
+        """One loop for every client's sending and dropping (cheaper than a timer each)."""
+        rngs = {c.n: random.Random(-c.n - 1) for c in self.clients}
+        for c in self.clients:
+            c.next_send = time.monotonic() + rngs[c.n].uniform(1.0, SEND_EVERY[1])
         while self.running:
             now = time.monotonic()
-            if self.churn and now >= ends:
-                if rng.random() < 0.5:
-                    client.drops_clean += 1
-                    await ws.close()
-                else:
-                    client.drops_abort += 1
-                    ws.transport.abort()
-                return
-            if self.sending and now >= next_send:
-                client.sent += 1
-                await ws.send(json.dumps({"type": "message", "text": f"c{client.n} #{client.sent}", "ref": str(client.sent)}))
-                next_send = now + rng.uniform(5.0, 15.0)
-            try:
-                raw = await asyncio.wait_for(ws.recv(), timeout=0.5)
-            except TimeoutError:
-                continue
-            event = json.loads(raw)
-            kind = event.get("type")
-            if kind == "message":
-                mid = event["id"]
-                if mid in client.received:
-                    client.duplicates += 1
-                else:
-                    client.received.add(mid)
-                    self.published.setdefault(client.room, set()).add(mid)
-                if client.last_id is None or id_key(mid) > id_key(client.last_id):
-                    client.last_id = mid
-                self.deliveries += 1
-                self.last_delivery = time.monotonic()
-            elif kind == "ack":
-                client.acked += 1
-                self.published.setdefault(client.room, set()).add(event["id"])
+            for c in self.clients:
+                ws = c.ws
+                if ws is None:
+                    continue
+                rng = rngs[c.n]
+                if self.churn and now >= c.ends:
+                    c.ws = None
+                    if rng.random() < 0.5:
+                        c.drops_clean += 1
+                        asyncio.create_task(ws.close())  # noqa: RUF006 - fire and forget
+                    else:
+                        c.drops_abort += 1
+                        ws.transport.abort()
+                elif self.sending and now >= c.next_send:
+                    c.sent += 1
+                    c.next_send = now + rng.uniform(*SEND_EVERY)
+                    text = json.dumps({"type": "message", "text": f"c{c.n} #{c.sent}", "ref": str(c.sent)})
+                    asyncio.create_task(self._send(ws, text))  # noqa: RUF006
+            await asyncio.sleep(0.1)
+
+    @staticmethod
+    async def _send(ws, text: str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(text)
 
 
 def start_server(port: int, log_path: Path) -> subprocess.Popen:
@@ -184,31 +204,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def main_async(args: argparse.Namespace) -> dict:
-    port = free_port()
-    log_path = Path(tempfile.mkdtemp(prefix="wsapp-soak-")) / "server.log"
-    proc = start_server(port, log_path)
-    pid = proc.pid
-    rss = {"start": rss_kib(pid), "peak": 0}
-    samples: list[tuple[float, int]] = []
+async def run_round(args: argparse.Namespace, port: int, pid: int, number: int) -> dict:
+    """One round: everyone joins, traffic with churn, drain, check, everyone leaves."""
     t0 = time.monotonic()
-
-    async def sample() -> None:
-        while proc.poll() is None:
-            value = rss_kib(pid)
-            rss["peak"] = max(rss["peak"], value)
-            samples.append((round(time.monotonic() - t0, 1), value))
-            await asyncio.sleep(0.5)
-
-    sampler = asyncio.create_task(sample())
     clients = [
         Client(n, f"soak-{n % args.rooms}", f"127.0.1.{1 + n // PER_SOURCE}") for n in range(args.clients)
     ]
     soak = Soak(port, clients)
     soak.churn = False
+    tasks: list[asyncio.Task] = []
+    rss: dict[str, int] = {}
     try:
         # 1. everyone joins (bounded concurrency), before any message flows
-        tasks: list[asyncio.Task] = []
         gate = asyncio.Semaphore(200)
         readies = []
 
@@ -223,26 +230,21 @@ async def main_async(args: argparse.Namespace) -> dict:
             readies.append(ready)
             starters.append(asyncio.create_task(start(c, ready)))
         await asyncio.gather(*starters)
-        deadline = time.monotonic() + 60
-        while not all(r.is_set() for r in readies):
-            if time.monotonic() > deadline:
-                raise SystemExit("clients could not all connect")
-            await asyncio.sleep(0.1)
         connect_s = time.monotonic() - t0
         rss["all_connected"] = rss_kib(pid)
-        print(f"{args.clients} clients connected in {connect_s:.1f}s; server RSS {rss['all_connected'] / 1024:.1f} MiB", flush=True)
+        print(f"round {number}: {args.clients} clients connected in {connect_s:.1f}s; server RSS {rss['all_connected'] / 1024:.1f} MiB", flush=True)
 
         # 2. traffic with churn
         started = time.monotonic()
+        tasks.append(asyncio.create_task(soak.drive()))
         await asyncio.sleep(2.0)
         soak.churn = True
         while time.monotonic() - started < args.duration:
             await asyncio.sleep(5)
-            online = sum(c.connected for c in clients)
             print(
-                f"  t={time.monotonic() - started:4.0f}s online={online} sent={sum(c.sent for c in clients)} "
-                f"delivered={soak.deliveries} reconnects={sum(c.connects for c in clients) - len(clients)} "
-                f"rss={rss_kib(pid) / 1024:.1f} MiB",
+                f"  t={time.monotonic() - started:4.0f}s online={sum(c.connected for c in clients)} "
+                f"sent={sum(c.sent for c in clients)} delivered={soak.deliveries} "
+                f"reconnects={sum(c.connects for c in clients) - len(clients)} rss={rss_kib(pid) / 1024:.1f} MiB",
                 flush=True,
             )
 
@@ -250,7 +252,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         soak.churn = False
         await asyncio.sleep(1.5)  # a session that just ended is reconnecting
         soak.sending = False
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if all(c.connected for c in clients) and time.monotonic() - soak.last_delivery > 2.0:
                 break
@@ -259,37 +261,28 @@ async def main_async(args: argparse.Namespace) -> dict:
         traffic_s = time.monotonic() - started
     finally:
         soak.running = False
+        for c in clients:  # everyone leaves
+            if c.ws is not None:
+                tasks.append(asyncio.create_task(c.ws.close()))
         await asyncio.sleep(1.0)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
     await asyncio.sleep(3.0)  # the server notices every close
-    rss["final"] = rss_kib(pid)
-    sampler.cancel()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    rss["after_leave"] = rss_kib(pid)
 
     lost = {}
     for c in clients:
         missing = soak.published.get(c.room, set()) - c.received
         if missing:
             lost[c.n] = len(missing)
-    published = sum(len(ids) for ids in soak.published.values())
-    sent = sum(c.sent for c in clients)
-    acked = sum(c.acked for c in clients)
-    result = {
-        "command": "python -m bench.soak " + " ".join(sys.argv[1:]),
-        "clients": args.clients,
-        "rooms": args.rooms,
-        "traffic_seconds": round(traffic_s, 1),
+    return {
+        "round": number,
         "connect_seconds": round(connect_s, 1),
-        "sent": sent,
-        "acked": acked,
-        "published": published,
+        "traffic_seconds": round(traffic_s, 1),
+        "sent": sum(c.sent for c in clients),
+        "acked": sum(c.acked for c in clients),
+        "published": sum(len(ids) for ids in soak.published.values()),
         "delivered": soak.deliveries,
         "expected_deliveries": sum(len(soak.published.get(c.room, ())) for c in clients),
         "lost": sum(lost.values()),
@@ -301,39 +294,75 @@ async def main_async(args: argparse.Namespace) -> dict:
         "resumes_not_recovered": sum(c.not_recovered for c in clients),
         "client_errors": sum(c.errors for c in clients),
         "rss_kib": rss,
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    port = free_port()
+    log_path = Path(tempfile.mkdtemp(prefix="wsapp-soak-")) / "server.log"
+    proc = start_server(port, log_path)
+    pid = proc.pid
+    rss = {"start": rss_kib(pid), "peak": 0}
+
+    async def sample() -> None:
+        while proc.poll() is None:
+            rss["peak"] = max(rss["peak"], rss_kib(pid))
+            await asyncio.sleep(0.5)
+
+    sampler = asyncio.create_task(sample())
+    rounds = []
+    try:
+        for number in range(1, args.rounds + 1):
+            rounds.append(await run_round(args, port, pid, number))
+        rss["final"] = rss_kib(pid)
+    finally:
+        sampler.cancel()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    totals = {k: sum(r[k] for r in rounds) for k in rounds[0] if isinstance(rounds[0][k], int) and k != "round"}
+    return {
+        "command": "python -m bench.soak " + " ".join(sys.argv[1:]),
+        "clients": args.clients,
+        "rooms": args.rooms,
+        "rounds": rounds,
+        "totals": totals,
+        "rss_kib": rss,
         "server_log": str(log_path),
         "server_exit": proc.returncode,
     }
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--rooms", type=int, default=50)
-    parser.add_argument("--duration", type=float, default=45.0, help="seconds of traffic with churn")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of traffic with churn per round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds on the same server (RSS must not ratchet up)")
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, args.clients * 2 + 1000)), hard))
     result = asyncio.run(main_async(args))
-    rss = result["rss_kib"]
     print()
-    print(f"sent {result['sent']}  acked {result['acked']}  published {result['published']}")
-    print(f"delivered {result['delivered']} of {result['expected_deliveries']} expected")
-    print(f"lost {result['lost']} ({result['clients_with_loss']} clients)  duplicates {result['duplicates']}")
-    print(
-        f"reconnects {result['reconnects']} (clean {result['drops_clean']}, aborted {result['drops_abort']}), "
-        f"not recovered {result['resumes_not_recovered']}, client errors {result['client_errors']}"
-    )
-    print(
-        "server RSS MiB: start {:.1f}  all connected {:.1f}  peak {:.1f}  end (connected) {:.1f}  final (all gone) {:.1f}".format(
-            *(rss[k] / 1024 for k in ("start", "all_connected", "peak", "end_connected", "final"))
+    for r in result["rounds"]:
+        rr = r["rss_kib"]
+        print(
+            f"round {r['round']}: sent {r['sent']}  published {r['published']}  delivered {r['delivered']} "
+            f"of {r['expected_deliveries']}  lost {r['lost']}  duplicates {r['duplicates']}  "
+            f"reconnects {r['reconnects']} (clean {r['drops_clean']}, aborted {r['drops_abort']})  "
+            f"not recovered {r['resumes_not_recovered']}  client errors {r['client_errors']}  "
+            f"RSS MiB connected {rr['all_connected'] / 1024:.1f} / end {rr['end_connected'] / 1024:.1f} "
+            f"/ after leave {rr['after_leave'] / 1024:.1f}"
         )
-    )
+    rss = result["rss_kib"]
+    print(f"server RSS MiB: start {rss['start'] / 1024:.1f}  peak {rss['peak'] / 1024:.1f}  final {rss['final'] / 1024:.1f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
-    ok = result["lost"] == 0 and result["duplicates"] == 0
-    print("OK" if ok else "FAILED")
+    t = result["totals"]
+    ok = t["lost"] == 0 and t["duplicates"] == 0 and t["delivered"] == t["expected_deliveries"]
+    print(f"lost {t['lost']}  duplicates {t['duplicates']}: " + ("OK" if ok else "FAILED"))
     return 0 if ok else 1
 
 

@@ -54,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "token":
         from wsapp.tokens import issue_token
 
-        print(issue_token(settings, rooms=args.room, name=args.name, ttl=args.ttl))
+        try:
+            print(issue_token(settings, rooms=args.room, name=args.name, ttl=args.ttl))
+        except SettingsError as exc:
+            print(f"wsapp: configuration error: {exc}", file=sys.stderr)
+            return 2
         return 0
     return 1
 

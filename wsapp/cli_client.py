@@ -343,6 +343,25 @@ class ChatSession:
             self._idle.notify_all()
 
 
+def _pacer(rate: float | None, burst: int, clock: Callable[[], float] = time.monotonic) -> Callable[[], None]:
+    """A function that sleeps as needed to keep calls under `rate` per second (token bucket)."""
+    if not rate:
+        return lambda: None
+    state = {"tokens": float(burst), "at": clock()}
+
+    def pace() -> None:
+        now = clock()
+        state["tokens"] = min(float(burst), state["tokens"] + (now - state["at"]) * rate)
+        state["at"] = now
+        if state["tokens"] < 1.0:
+            time.sleep((1.0 - state["tokens"]) / rate)
+            state["tokens"] = 1.0
+            state["at"] = clock()
+        state["tokens"] -= 1.0
+
+    return pace
+
+
 def _printer(out: IO[str]) -> Callable[[str], None]:
     lock = threading.Lock()
 
@@ -451,12 +470,18 @@ def run_publish(
     name: str | None = None,
     stdin: IO[str] | None = None,
     stderr: IO[str] | None = None,
-    window: int = 100,
+    window: int = 32,
     drain_timeout: float = 30.0,
     reconnect: bool = True,
     max_attempts: int | None = None,
+    rate: float | None = 15.0,
+    burst: int = 30,
 ) -> int:
-    """Send each stdin line as a chat message; exit 0 once all were acked."""
+    """Send each stdin line as a chat message; exit 0 once all were acked.
+
+    `rate`/`burst` pace the lines (messages per second, token bucket) below the server's
+    default per-connection limit (WSAPP_RATE_LIMIT 20/s, burst 40), which closes a faster
+    sender with 1008; None sends as fast as acks allow (`window` unacked at most)."""
     stdin = stdin if stdin is not None else sys.stdin
     err = _printer(stderr if stderr is not None else sys.stderr)
     if not is_chat_url(url):
@@ -477,13 +502,17 @@ def run_publish(
     )
     session.start()
     sent = 0
+    unsent = False
+    pace = _pacer(rate, burst)
     try:
         for line in stdin_lines(stdin):
-            if session.finished:
-                break
             if not line.strip():
                 continue
+            if session.finished:
+                unsent = True
+                break
             session.window_wait(window, timeout=60.0)
+            pace()
             session.submit(line)
             sent += 1
         complete = session.drain(drain_timeout)
@@ -491,9 +520,10 @@ def run_publish(
         session.stop()
         return 130
     session.stop()
-    if session.fatal and session.outbox:
+    if session.fatal and (session.outbox or unsent):
         err(f"* {session.fatal}")
-    if not complete or session.failed:
-        err(f"* {len(session.outbox)} of {sent} lines unconfirmed, {session.failed} refused")
+    if unsent or not complete or session.failed:
+        err(f"* {len(session.outbox)} of {sent} sent lines unconfirmed, {session.failed} refused"
+            + (", input left unsent" if unsent else ""))
         return 1
     return 0

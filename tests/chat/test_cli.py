@@ -43,6 +43,20 @@ def test_with_query_and_backoff() -> None:
     assert all(0.5 <= d <= 10 * 1.25 for d in (next(jittered) for _ in range(10)))
 
 
+def test_publish_pacing_stays_under_the_rate() -> None:
+    pace = cli_client._pacer(rate=200.0, burst=5)
+    t0 = time.monotonic()
+    for _ in range(25):
+        pace()
+    elapsed = time.monotonic() - t0
+    assert 0.08 <= elapsed < 0.5  # 5 at once, then 20 at 200/s = 0.1 s
+    unpaced = cli_client._pacer(rate=None, burst=1)
+    t0 = time.monotonic()
+    for _ in range(1000):
+        unpaced()
+    assert time.monotonic() - t0 < 0.05
+
+
 def test_format_event() -> None:
     msg = {"type": "message", "id": "1-0", "name": "ann", "text": "hi", "ts": 0}
     assert format_event(msg).endswith("<ann> hi")
@@ -62,7 +76,11 @@ def test_publish_sends_every_line_in_order(chat_server) -> None:
         got.start()
         err = io.StringIO()
         status = run_publish(
-            chat_server.url(f"/chat/{room}"), name="logbot", stdin=io.StringIO("\n".join(lines) + "\n\n"), stderr=err
+            chat_server.url(f"/chat/{room}"),
+            name="logbot",
+            stdin=io.StringIO("\n".join(lines) + "\n\n"),
+            stderr=err,
+            rate=None,
         )
         assert status == 0, err.getvalue()
         got.join(10)

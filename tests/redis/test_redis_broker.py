@@ -132,6 +132,32 @@ def test_reconnect_delivers_what_was_published_while_the_listener_was_away(redis
     assert got == sent  # in order, nothing lost, nothing twice
 
 
+def test_history_is_never_ahead_of_local_delivery(redis_server, brokers) -> None:
+    """Once history() returned X, local subscribers have had every message up to X (as with
+    the memory broker), so the hub's replay-then-live switch sends nothing twice."""
+    a, b = make(redis_server, brokers), make(redis_server, brokers)
+    r = room()
+    got: list[Message] = []
+    a.subscribe(r, lambda e: got.append(e) if isinstance(e, Message) else None)
+
+    def publish() -> None:
+        for i in range(300):
+            b.publish(r, "bob", str(i))
+            if i % 20 == 0:
+                gevent.sleep(0)
+
+    g = gevent.spawn(publish)
+    checks = 0
+    while not g.dead:
+        hist = a.history(r, limit=3)
+        if hist:
+            assert hist[-1] in got
+            checks += 1
+        gevent.sleep(0)
+    g.get()
+    assert checks > 5
+
+
 def test_presence_of_a_dead_process_expires_and_survivors_hear_leave(redis_server, brokers) -> None:
     ttl = 1.0
     alive = make(redis_server, brokers, presence_ttl=ttl)

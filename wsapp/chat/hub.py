@@ -14,7 +14,10 @@ Joining, with history and ``since=`` resume without gap or duplicate::
     5. flush the buffer, skipping messages whose id is <= the last replayed id,
        and switch the member to *live*: from here on frames go straight to its queue.
 
-Steps 5 and the switch run without yielding, so no event can slip between them.
+The switch to live happens right after a check that the buffer is empty, with no yield in
+between, so no event can slip between buffer and queue. Replay and flush are paced by the
+connection's queue length (``conn.queued()``), so a history longer than WSAPP_SEND_QUEUE
+reaches a reading client instead of overflowing its queue.
 
 The hub needs only this from a connection (duck-typed, see ``wsapp.connection``):
 ``id``, ``send_frame(bytes) -> bool`` and ``close(code, reason)``.

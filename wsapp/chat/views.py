@@ -29,7 +29,7 @@ CLOSE_TRY_AGAIN = 1013
 
 def refuse(reason: str, status: int = 400):
     """A plain-text HTTP answer to a handshake we do not accept (no upgrade)."""
-    log.info("chat handshake refused (%d %s): %s %s", status, reason, request.remote_addr, request.full_path[:200])
+    log.info("chat handshake refused (%d %s): %s %s", status, reason, request.remote_addr, request.path[:200])  # no query: it may hold a token
     return reason + "\n", status, {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
 
 
@@ -61,7 +61,7 @@ def chat_socket(room: str):
             metrics.broker_error("join")
             conn.close(CLOSE_TRY_AGAIN, "chat broker unavailable, try again later")
             return ""
-        log.info("chat join: conn %s name %r room %s peer %s", conn.id, name, room, conn.peer)
+        log.debug("chat join: conn %s name %r room %s peer %s", conn.id, name, room, conn.peer)
         try:
             max_bytes = settings.max_chat_bytes
             bucket = admission.message_limiter(settings)  # issue 6: WSAPP_RATE_LIMIT, 1008
@@ -83,5 +83,5 @@ def chat_socket(room: str):
                 gevent.sleep(0)
         finally:
             hub.leave(member)
-            log.info("chat leave: conn %s room %s close %s", conn.id, room, conn.close_code)
+            log.debug("chat leave: conn %s room %s close %s", conn.id, room, conn.close_code)
     return ""

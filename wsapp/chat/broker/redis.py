@@ -265,10 +265,11 @@ class RedisBroker(Broker):
         prefix: str = "wsapp:",
         command_timeout: float = 5.0,
         connect_timeout: float = 2.0,
-        subscribe_timeout: float = 5.0,
+        subscribe_timeout: float = 10.0,
         backoff_min: float = 0.05,
         backoff_max: float = 2.0,
         max_connections: int = 64,
+        slot_timeout: float = 30.0,
         start_wait: float = 3.0,
     ) -> None:
         if history < 0:
@@ -288,13 +289,16 @@ class RedisBroker(Broker):
         pool_kwargs: dict[str, Any] = {
             "socket_timeout": command_timeout,
             "socket_connect_timeout": connect_timeout,
-            "max_connections": max_connections,
-            "timeout": command_timeout,  # wait for a free pooled connection
             "protocol": 2,  # RESP2: pub/sub messages are plain replies, not RESP3 push frames
         }
         if url.startswith("redis://"):
             pool_kwargs["connection_class"] = _GeventConnection
-        self._pool = redis.BlockingConnectionPool.from_url(url, **pool_kwargs)
+        self._pool = redis.ConnectionPool.from_url(url, **pool_kwargs)
+        # At most `max_connections` request greenlets talk to Redis at once; the others wait
+        # their turn (a join storm), up to `slot_timeout`. Waiting too long fails that one
+        # call, it does not mean Redis is down.
+        self._slots = gevent.lock.BoundedSemaphore(max_connections)
+        self.slot_timeout = slot_timeout
         self._redis = redis.Redis(connection_pool=self._pool)
         ps_kwargs = dict(self._pool.connection_kwargs)
         ps_kwargs["socket_timeout"] = None  # the listener blocks; liveness comes from PINGs
@@ -333,7 +337,6 @@ class RedisBroker(Broker):
         self._closed = False
         self._error = "not connected yet"
         self._up_event = gevent.event.Event()
-        self._wake = gevent.event.Event()
         self._listener: gevent.Greenlet | None = None
         self._heartbeat: gevent.Greenlet | None = None
         self.reconnects = 0
@@ -396,18 +399,23 @@ class RedisBroker(Broker):
         self._up = False
         self._up_event.clear()
         self._drop_ps()
-        self._wake.set()
 
     def _call(self, fn, *args, **kwargs):
         """Run one Redis call for a request: fail fast while down, BrokerUnavailable on errors."""
         self._check_up()
+        if not self._slots.acquire(timeout=self.slot_timeout):
+            raise BrokerUnavailable(f"redis busy: no connection free within {self.slot_timeout:g}s")
         try:
             return fn(*args, **kwargs)
-        except _NET_ERRORS as exc:
+        except RedisTimeoutError as exc:  # slow, maybe overloaded: fail this call only
+            raise BrokerUnavailable(f"redis timeout: {exc}") from exc
+        except (RedisConnectionError, OSError) as exc:
             self._mark_down(exc)
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
         except RedisError as exc:  # e.g. OOM, READONLY replica, LOADING
             raise BrokerUnavailable(f"redis error: {exc}") from exc
+        finally:
+            self._slots.release()
 
     # ---- messages
 
@@ -448,7 +456,29 @@ class RedisBroker(Broker):
                 entries = list(reversed(self._call(self._redis.xrevrange, stream, "+", "-", count=limit)))
         else:
             entries = self._call(self._redis.xrange, stream, "(" + since, "+", count=limit)
-        return self._messages(room, entries)
+        messages = self._messages(room, entries)
+        if messages and room in self._subs:
+            self._await_dispatch(room, parse_stream_id(messages[-1].id))
+        return messages
+
+    def _await_dispatch(self, room: str, key: tuple[int, int], timeout: float = 2.0) -> None:
+        """Wait until the listener has delivered `room`'s messages up to `key` locally.
+
+        Delivery is asynchronous (pub/sub), so a message can be in history before our
+        subscribers got it. The hub replays history, then goes live, skipping buffered
+        ids it replayed; without this wait a message still in flight on the pub/sub
+        connection would arrive after that and be sent twice. Same guarantee as the memory
+        broker: once history() returned X, local subscribers have had every id <= X."""
+        last = self._last_key.get(room)
+        if last is not None and last >= key:
+            return
+        deadline = time.monotonic() + timeout
+        while self._up and room in self._subs and time.monotonic() < deadline:
+            gevent.sleep(0.001)
+            last = self._last_key.get(room)
+            if last is not None and last >= key:
+                return
+        log.debug("redis broker: delivery of %s up to %s not seen in time", room, key)
 
     def covers(self, room: str, since: str) -> bool:
         since_key = self.id_key(since)
@@ -473,9 +503,7 @@ class RedisBroker(Broker):
             self._ps_send("SUBSCRIBE", self._channel(room))
             waiter.get(timeout=self.subscribe_timeout)
         except BaseException as exc:
-            self._remove_sub(sub)
-            if isinstance(exc, gevent.Timeout):
-                self._mark_down("subscribe timed out")
+            self._remove_sub(sub)  # a late confirmation pops this (stale) waiter, in order
             if isinstance(exc, (BrokerUnavailable, gevent.Timeout, *_NET_ERRORS)):
                 raise BrokerUnavailable(f"cannot subscribe room {room}: {exc}") from exc
             raise
@@ -548,7 +576,6 @@ class RedisBroker(Broker):
                 self._resync_buffer = []
                 sleep = delay * (0.5 + random.random())
                 log.debug("redis broker: reconnect in %.2fs after %s", sleep, exc)
-                self._wake.clear()
                 gevent.sleep(sleep)
                 delay = min(self.backoff_max, delay * 2)
 
@@ -676,6 +703,8 @@ class RedisBroker(Broker):
                 if now >= next_beat:
                     next_beat = now + interval
                     self._beat()
+            except RedisTimeoutError as exc:  # slow, not gone: the PONG watchdog decides
+                log.warning("redis broker: heartbeat timed out: %s", exc)
             except (BrokerUnavailable, *_NET_ERRORS) as exc:
                 self._mark_down(exc)
             except Exception:
