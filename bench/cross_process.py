@@ -276,10 +276,15 @@ def run_setup(label: str, sender_port: int, member_port: int, procs: Procs, args
         pool.spawn(lambda i=i: members.append(Member(member_port, room, f"m{i}", stats)))
     pool.join(raise_error=True)
     sender = Member(sender_port, room, "sender", None)
-    # wait for the join storm (N joins to N members) to drain: 0.5 s without a frame
+    # wait for the join storm (N joins to N members) to drain: no frame for 0.5 s and the
+    # servers idle (under 5 % of a core) for 0.5 s
     stats.last_frame = time.monotonic()
-    while time.monotonic() - stats.last_frame < 0.5 and time.monotonic() - t0 < 180:
-        gevent.sleep(0.05)
+    while time.monotonic() - t0 < 180:
+        c0 = procs.cpu()
+        gevent.sleep(0.5)
+        busy = sum(procs.cpu().values()) - sum(c0.values())
+        if time.monotonic() - stats.last_frame >= 0.5 and busy < 0.025:
+            break
     setup_s = time.monotonic() - t0
     seq = 0
 
@@ -290,7 +295,7 @@ def run_setup(label: str, sender_port: int, member_port: int, procs: Procs, args
         seq += 1
         sender.send(client_frame(1, text.encode()))
 
-    # phase 1: fixed rate, latency and CPU per delivery
+    # phase 1: fixed rate, latency and CPU per delivery (setup_s: joins until the room is quiet)
     cpu0 = procs.cpu()
     me0 = cpu_seconds(os.getpid())
     stats.measuring = True

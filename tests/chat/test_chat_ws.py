@@ -2,7 +2,7 @@
 
 Clients are the independent `websockets` library and raw sockets; servers are
 `python -m wsapp serve` and gunicorn started by tests/support/servers.py with CHAT_ENV
-(send queue 64, history 50, max chat text 16 KiB, keepalive 1 s).
+(send queue 64, history 400, max chat text 16 KiB, keepalive 1 s).
 """
 
 from __future__ import annotations
