@@ -36,6 +36,24 @@ class _CloseRequest:
         self.reason = reason
 
 
+_SCHEDULED = object()  # Connection._writer while a loop callback is due to flush it
+_flush_list: list[Connection] = []
+_flush_scheduled = False
+
+
+def _flush_all() -> None:
+    """Loop callback: flush every connection that had frames queued since the last run."""
+    global _flush_scheduled
+    _flush_scheduled = False
+    pending = _flush_list[:]
+    _flush_list.clear()
+    for conn in pending:
+        try:
+            conn._flush_nowait()
+        except Exception:  # never let one socket break the hub's callback
+            log.exception("flushing conn %s failed", conn.id)
+
+
 class Connection:
     """The application's side of one WebSocket."""
 
@@ -129,7 +147,7 @@ class Connection:
         if self._writer is None:
             current = gevent.getcurrent()
             if self._batch_owner is not current:
-                self._writer = gevent.spawn(self._drain)
+                self._wake_writer()
             elif len(queue) >= self._flush_at:
                 # A long burst from our own peer: write its replies now, from the reader, so
                 # they never pile up to the overflow limit (TCP pushes back on the peer instead).
@@ -152,7 +170,7 @@ class Connection:
         queue.extend(frames)
         if writer is None:
             if not owner:
-                self._writer = gevent.spawn(self._drain)
+                self._wake_writer()
             elif len(queue) >= self._flush_at:
                 self._writer = gevent.getcurrent()
                 self._drain()
@@ -176,7 +194,7 @@ class Connection:
             return
         self._queue.append(frame)
         if self._writer is None:
-            self._writer = gevent.spawn(self._drain)
+            self._wake_writer()
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Send what is queued, then the close frame; returns at once."""
@@ -188,6 +206,8 @@ class Connection:
             self._writer = gevent.spawn(self._drain)
 
     def wait_closed(self, timeout: float | None = None) -> None:
+        while self._writer is _SCHEDULED:
+            gevent.sleep(0)  # let the pending flush run (it may hand over to a writer greenlet)
         writer = self._writer
         if writer is not None:
             writer.join(timeout if timeout is not None else self.settings.close_timeout + 1.0)
@@ -214,6 +234,48 @@ class Connection:
     def _abort_if_stuck(self) -> None:
         if self.ws.state != "CLOSED":
             self.ws.abort(CloseCode.POLICY_VIOLATION, "send queue overflow: client too slow")
+
+    def _wake_writer(self) -> None:
+        """Have the queue written soon, without a greenlet in the common case.
+
+        Frames queued by other greenlets (a broadcast to a thousand members) are written by
+        one loop callback that tries a non-blocking send for every connection it was handed.
+        Only a connection whose socket cannot take everything at once gets a writer
+        greenlet for the rest, so a fan-out costs one send() per member and no greenlets.
+        """
+        global _flush_scheduled
+        self._writer = _SCHEDULED
+        _flush_list.append(self)
+        if not _flush_scheduled:
+            _flush_scheduled = True
+            gevent.get_hub().loop.run_callback(_flush_all)
+
+    def _flush_nowait(self) -> None:
+        """Runs in the hub: one non-blocking write of everything queued, or hand over."""
+        if self._writer is not _SCHEDULED:
+            return
+        self._writer = None
+        queue = self._queue
+        if not queue:
+            return
+        ws = self.ws
+        if ws.state != "OPEN":
+            queue.clear()
+            return
+        if self._closing or ws.write_busy():
+            self._writer = gevent.spawn(self._drain)  # a close to perform, or a write under way
+            return
+        self._queue = []
+        data = queue[0] if len(queue) == 1 else b"".join(queue)
+        try:
+            sent = ws.write_nowait(data)
+        except WebSocketError:
+            return
+        if sent < len(data):
+            self._queue[:0] = [memoryview(data)[sent:]]
+            self._writer = gevent.spawn(self._drain)
+        else:
+            ws.messages_out += len(queue)
 
     def _drain(self) -> None:
         ws = self.ws

@@ -351,6 +351,27 @@ class WebSocket(StockWebSocket):
                 raise WebSocketError("Socket is dead") from exc
         self.bytes_out += len(data)
 
+    def write_busy(self) -> bool:
+        """A greenlet is in the middle of writing (holding the write lock)."""
+        return self._write_lock.locked()
+
+    def write_nowait(self, data: bytes) -> int:
+        """One non-blocking send; returns how many bytes the kernel took (maybe 0).
+
+        For callers that cannot wait (loop callbacks) and have checked `write_busy()`.
+        """
+        if self.state != OPEN:
+            raise WebSocketError("Connection is already closed")
+        try:
+            sent = self._raw_send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self._on_transport_lost()
+            raise WebSocketError("Socket is dead") from exc
+        self.bytes_out += sent
+        return sent
+
     def _try_write(self, data: bytes) -> bool:
         try:
             self._write(data)
