@@ -39,11 +39,11 @@ system-deps:
 	fi
 
 test: system-deps $(DEVSTAMP)
-	$(VENV)/bin/ruff check wsapp tests bench wsgi.py gunicorn.conf.py
+	$(VENV)/bin/ruff check wsapp tests bench deploy wsgi.py gunicorn.conf.py
 	$(PY) -m pytest -q
 
 lint: $(DEVSTAMP)
-	$(VENV)/bin/ruff check wsapp tests bench wsgi.py gunicorn.conf.py
+	$(VENV)/bin/ruff check wsapp tests bench deploy wsgi.py gunicorn.conf.py
 
 soak: system-deps $(DEVSTAMP)
 	$(PY) -m bench.soak

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +38,19 @@ def versions() -> dict[str, str]:
     return out
 
 
+def git_state() -> str:
+    """Commit measured, and whether wsapp/ had uncommitted changes (code moves under us)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "wsapp", "wsgi.py", "gunicorn.conf.py")
+    return commit + (" + uncommitted changes in wsapp" if dirty else "")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="short windows, fewer connections (about 1 minute)")
@@ -57,7 +71,7 @@ def generated_block(meta: dict, rows: list[dict], chart_ok: bool, json_name: str
     parts = [
         "## Latest measured run",
         f"- Command: `{meta['command']}` (took {meta['elapsed_s']:.0f} s)",
-        f"- Date: {meta['date']}",
+        f"- Date: {meta['date']}; code: {meta.get('code', 'not recorded')}",
         f"- CPU: {meta['cpu_model']}, {meta['cpus']} cores; servers pinned to CPU 0, load generator to CPU 1",
         f"- Software: {vers}",
         f"- wsapp servers ran with `{env}` (abuse limits off, 16 MiB messages allowed), all else default",
@@ -102,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     repeat = args.repeat or (1 if args.quick else 2)
     cfg = Config(quick=args.quick, repeat=repeat, servers=servers, log_dir=log_dir, nofile=nofile)
     names = args.only or list(SCENARIOS)
-    started, t0 = dt.datetime.now(dt.UTC), time.monotonic()
+    started, t0, code_before = dt.datetime.now(dt.UTC), time.monotonic(), git_state()
     rows: list[dict] = []
     for name in names:
         print(f"== {name}", flush=True)
@@ -112,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed_s": time.monotonic() - t0,
         "cpu_model": cpu_model(),
+        "code": code_before if code_before == git_state() else f"{code_before}, changed during the run",
         "cpus": os.cpu_count(),
         "versions": versions(),
         "quick": args.quick,
