@@ -767,11 +767,18 @@ static double probe_echo(conn_t *c, double timeout_s) {
     return c->done_total > before ? (double)(now_ns() - t0) / 1e6 : -1;
 }
 
+#define NEW_PROBES 5
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static int run_idle(void) {
     long rss0 = server_rss_kb();
     double cpu0 = server_cpu();
-    int total = NC; /* the last slot is kept for the "new connection" probe */
-    NC = total - 1;
+    int total = NC; /* the last NEW_PROBES slots are kept for the "new connection" probes */
+    NC = total - NEW_PROBES;
     double setup_s = connect_all(opt.hard_timeout);
     int opened = count_open();
     wait_quiet(0.5, 5);
@@ -783,23 +790,34 @@ static int run_idle(void) {
     int still_open = count_open();
     double idle_ms = probe_echo(&C[0], 5);
     double idle2_ms = NC > 1 ? probe_echo(&C[NC / 2], 5) : -1;
-    /* a brand-new connection: connect + upgrade + one echo */
-    NC = total;
-    uint64_t tn = now_ns();
-    connect_all(10);
-    double new_connect_ms = (double)(now_ns() - tn) / 1e6;
-    double new_echo_ms = probe_echo(&C[NC - 1], 5);
-    double new_total_ms = new_echo_ms >= 0 ? (double)(now_ns() - tn) / 1e6 : -1;
+    /* brand-new connections, one after the other: connect + upgrade + one echo each */
+    double connect_ms[NEW_PROBES], total_ms[NEW_PROBES];
+    int ok = 0;
+    for (int k = 0; k < NEW_PROBES; k++) {
+        NC = total - NEW_PROBES + k + 1;
+        uint64_t tn = now_ns();
+        connect_all(10);
+        double cms = (double)(now_ns() - tn) / 1e6;
+        if (probe_echo(&C[NC - 1], 5) >= 0) {
+            connect_ms[ok] = cms;
+            total_ms[ok++] = (double)(now_ns() - tn) / 1e6;
+        }
+    }
+    qsort(connect_ms, (size_t)ok, sizeof(double), cmp_double);
+    qsort(total_ms, (size_t)ok, sizeof(double), cmp_double);
+    double new_connect_ms = ok ? connect_ms[ok / 2] : -1;
+    double new_total_ms = ok ? total_ms[ok / 2] : -1;
+    double new_echo_ms = ok ? total_ms[ok - 1] : -1; /* worst of the probes */
     printf("{\"mode\": \"idle\", \"raw\": %d, ", opt.raw);
     print_common();
     printf(", \"idle_connections\": %d, \"opened\": %d, \"still_open_after_hold\": %d, "
            "\"setup_s\": %.3f, \"connects_per_s\": %.1f, \"hold_s\": %.1f, \"server_rss_kb_before\": %ld, "
            "\"server_rss_kb_after\": %ld, \"rss_kb_per_conn\": %.3f, \"server_cpu_s_setup_hold\": %.3f, "
            "\"idle_echo_ms\": %.3f, \"idle_echo2_ms\": %.3f, \"new_conn_connect_ms\": %.3f, "
-           "\"new_conn_echo_ms\": %.3f, \"new_conn_total_ms\": %.3f}\n",
-           total - 1, opened, still_open, setup_s, setup_s > 0 ? opened / setup_s : 0, opt.hold, rss0, rss1,
+           "\"new_conn_worst_total_ms\": %.3f, \"new_conn_total_ms\": %.3f, \"new_conn_probes\": %d}\n",
+           total - NEW_PROBES, opened, still_open, setup_s, setup_s > 0 ? opened / setup_s : 0, opt.hold, rss0, rss1,
            opened ? (double)(rss1 - rss0) / opened : 0, cpu1 - cpu0, idle_ms, idle2_ms, new_connect_ms,
-           new_echo_ms, new_total_ms);
+           new_echo_ms, new_total_ms, ok);
     return 0;
 }
 
@@ -958,7 +976,7 @@ int main(int argc, char **argv) {
     }
     if (!opt.port || opt.inflight < 1 || opt.conns < 1) usage();
     signal(SIGPIPE, SIG_IGN);
-    NC = opt.mode == MODE_FANOUT ? opt.members + 1 : opt.mode == MODE_IDLE ? opt.conns + 1 : opt.conns;
+    NC = opt.mode == MODE_FANOUT ? opt.members + 1 : opt.mode == MODE_IDLE ? opt.conns + NEW_PROBES : opt.conns;
     struct rlimit rl = {(rlim_t)NC + 1024, (rlim_t)NC + 1024};
     struct rlimit cur;
     getrlimit(RLIMIT_NOFILE, &cur);

@@ -65,8 +65,10 @@ def _idle_metrics() -> list[Metric]:
     return [
         Metric("idle", "", "server RSS KiB per connection", lambda r: r["rss_kb_per_conn"], False),
         Metric("idle", "", "still open after hold", lambda r: f"{r['still_open_after_hold']}/{r['idle_connections']}", None),
-        Metric("idle", "", "echo on an idle conn (ms)", lambda r: r["idle_echo_ms"], False),
-        Metric("idle", "", "new conn: connect+upgrade+echo (ms)", lambda r: r["new_conn_total_ms"], False),
+        Metric("idle", "", "echo on the oldest idle conn (ms)", lambda r: r["idle_echo_ms"], False),
+        Metric("idle", "", "echo on a middle idle conn (ms)", lambda r: r["idle_echo2_ms"], False),
+        Metric("idle", "", "new conn: connect+upgrade+echo, median of 5 (ms)",
+               lambda r: r["new_conn_total_ms"], False),
         Metric("idle", "", "connections opened per s", lambda r: r["connects_per_s"], True),
     ]
 
