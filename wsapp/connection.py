@@ -9,7 +9,7 @@ that stops reading fills its own queue and is closed 1008; nobody else waits for
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -111,6 +111,29 @@ class Connection:
     def __iter__(self) -> Iterator[str | bytes]:
         for batch in self.batches():
             yield from batch
+
+    def serve_batches(self, handle: Callable[[list[str | bytes]], list[bytes] | None]) -> None:
+        """Call `handle(batch)` for each batch until the socket closes; queue the frames it returns.
+
+        The loop form of `batches()`: no generator between the view and the read, so a
+        connection waiting for data holds a shallower (smaller) greenlet stack.
+        """
+        receive_many = self.ws.receive_many
+        me = gevent.getcurrent()
+        while True:
+            batch = receive_many()
+            if not batch:
+                return
+            self._batch_owner = me
+            try:
+                replies = handle(batch)
+                if replies:
+                    self.send_frames(replies)
+            finally:
+                self._batch_owner = None
+            if self._queue and self._writer is None:
+                self._writer = me
+                self._drain()
 
     def batches(self) -> Iterator[list[str | bytes]]:
         """Messages in the batches they arrived in (one read can complete many)."""

@@ -11,11 +11,14 @@ from wsapp.protocol.frames import encode_message
 bp = Blueprint("echo", __name__)
 
 
+def echo_batch(batch: list[str | bytes]) -> list[bytes]:
+    """Every message back as it came: text as text, binary as binary."""
+    return [encode_message(message) for message in batch]
+
+
 @bp.route("/echo", websocket=True)
 def echo_socket():
     ws = request.environ["wsgi.websocket"]
     with Connection.open(ws, get_state().settings, endpoint="echo") as conn:
-        send_frames = conn.send_frames
-        for batch in conn.batches():
-            send_frames([encode_message(message) for message in batch])
+        conn.serve_batches(echo_batch)
     return ""

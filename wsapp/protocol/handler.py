@@ -30,6 +30,7 @@ from wsapp import admission
 from wsapp.protocol import runtime
 from wsapp.protocol.frames import CloseCode
 from wsapp.protocol.handshake import Rejection, check_handshake, upgrade_response, wants_websocket
+from wsapp.protocol.websocket import RFILE_CHUNK as RFILE_BUFFER
 from wsapp.protocol.websocket import WebSocket
 
 log = logging.getLogger("wsapp.handler")
@@ -83,6 +84,14 @@ class WsappHandler(WebSocketHandler):
     websocket: WebSocket | None = None
     #: The client's address for limits and logs (X-Forwarded-For through trusted proxies).
     client_ip: str | None = None
+
+    def __init__(self, sock, address, server, rfile=None) -> None:
+        # pywsgi's rfile has an 8 KiB buffer that lives as long as the connection; a request
+        # head fits a much smaller one (lines longer than the buffer are still read whole),
+        # and a WebSocket reads through it only until it switches to socket.recv.
+        if rfile is None:
+            rfile = sock.makefile("rb", RFILE_BUFFER)
+        super().__init__(sock, address, server, rfile)
 
     @property
     def socket_ip(self) -> str:
@@ -283,6 +292,9 @@ class WsappHandler(WebSocketHandler):
         self.headers_sent = True
         self.response_length = 0
         self.close_connection = True
+        # The parsed request head (an email.message.Message) is not needed once upgraded: the
+        # environ has every header. Dropping it saves about 1 KiB per open socket.
+        self.__dict__.pop("headers", None)
         runtime.current().add(ws)
         log.info(
             "ws open conn=%s path=%s peer=%s origin=%s",

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("wsapp.ws")
 
 READ_SIZE = 65536
-RFILE_CHUNK = 8192  # the size of pywsgi's rfile buffer (io.DEFAULT_BUFFER_SIZE)
+RFILE_CHUNK = 1024  # the size of the handler's rfile buffer (WsappHandler.__init__)
 
 CONNECTING, OPEN, CLOSING, CLOSED = "CONNECTING", "OPEN", "CLOSING", "CLOSED"
 
@@ -194,11 +194,9 @@ class WebSocket(StockWebSocket):
     def _read(self) -> bytes:
         """One read from the peer.
 
-        The first reads go through the handler's buffered rfile, which may still hold bytes
-        the client sent right behind its handshake; reading it in RFILE_CHUNK pieces uses its
-        existing buffer. Once a read comes back short, that buffer is known to be empty and
-        we switch to `socket.recv`, which (unlike a buffered read) holds no buffer while it
-        waits: an idle connection then costs no 64 KiB read buffer.
+        The first read takes what the handler's buffered rfile may still hold; every read
+        after that is `socket.recv`, which (unlike a buffered read) holds no buffer while
+        it waits: an idle connection costs no read buffer.
         """
         self._reader = gevent.getcurrent()
         try:
@@ -206,9 +204,9 @@ class WebSocket(StockWebSocket):
             if recv is not None:
                 data = recv(READ_SIZE)
             else:
-                data = self._rfile.read1(RFILE_CHUNK)
-                if len(data) < RFILE_CHUNK:
-                    self._recv = self._socket.recv
+                data = self._take_buffered()
+                if not data:
+                    data = self._recv(READ_SIZE)  # type: ignore[misc]
         except (OSError, ValueError, AttributeError):
             return b""
         finally:
@@ -216,6 +214,24 @@ class WebSocket(StockWebSocket):
         self.bytes_in += len(data)
         self.last_received = time.monotonic()
         return data
+
+    def _take_buffered(self) -> bytes:
+        """Bytes the client sent right behind its handshake, still in the handler's rfile.
+
+        Peeked without blocking; afterwards every read is a plain `socket.recv`, so a
+        waiting connection holds neither a read buffer nor the buffered reader's frames.
+        """
+        sock = self._socket
+        self._recv = sock.recv
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)
+        try:
+            buffered = self._rfile.peek(1)
+        except OSError:
+            buffered = b""
+        finally:
+            sock.settimeout(timeout)
+        return self._rfile.read1(len(buffered)) if buffered else b""
 
     def _handle_event(self, event: frames.Event) -> None:
         kind = type(event)
