@@ -134,6 +134,8 @@ class Connection:
             if self._queue and self._writer is None:
                 self._writer = me
                 self._drain()
+            if self._closing:
+                return  # the handler closed the connection: stop reading its messages
 
     def batches(self) -> Iterator[list[str | bytes]]:
         """Messages in the batches they arrived in (one read can complete many)."""
