@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 SYSTEM_PACKAGES := redis-server nginx chromium
 
-.PHONY: run test lint soak bench system-deps venv clean
+.PHONY: run test lint soak bench bench-quick system-deps venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -33,6 +33,7 @@ system-deps:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -50,6 +51,9 @@ soak: system-deps $(DEVSTAMP)
 
 bench: system-deps $(DEVSTAMP)
 	$(PY) -m bench.run
+
+bench-quick: system-deps $(DEVSTAMP)
+	$(PY) -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

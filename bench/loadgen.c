@@ -440,6 +440,12 @@ static void frame_end(conn_t *c, uint64_t t) {
     if (c->opcode >= 8) {
         if (c->opcode == 9) queue_small_frame(c, 10, c->pbuf, c->plen);
         if (c->opcode == 8) {
+            char msg[160];
+            int code = c->plen >= 2 ? ((uint8_t)c->pbuf[0] << 8) | (uint8_t)c->pbuf[1] : 1005;
+            int rlen = c->plen > 2 ? (int)(c->plen - 2) : 0;
+            snprintf(msg, sizeof msg, "server sent close %d %.*s", code, rlen > 100 ? 100 : rlen,
+                     c->plen > 2 ? c->pbuf + 2 : "");
+            set_error(msg);
             uint8_t reply[2] = {0x03, 0xe8};
             queue_small_frame(c, 8, reply, 2);
             flush_out(c);

@@ -33,9 +33,11 @@ class Config:
 Row = dict
 
 
+Job = Callable[[Server], dict]
+
+
 class Skip(Exception):
     """The server under test lacks what this case needs (e.g. no /chat route yet)."""
-Job = Callable[[Server], dict]
 
 
 def _run_cases(cfg: Config, scenario: str, servers: tuple[str, ...], cases: list[tuple[str, Job]]) -> list[Row]:
