@@ -167,13 +167,20 @@ _LIVE_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
 
 
 def _pid_alive(pid: int) -> bool:
+    """True for a running process. A killed worker the master has not reaped yet is a
+    zombie: `kill(pid, 0)` still succeeds on it, so /proc is asked for its state too."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
 
 
 def _drop_dead_workers(path: str) -> None:
