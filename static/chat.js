@@ -6,14 +6,16 @@
  * - After a dropped connection we reconnect with exponential backoff (0.5 s doubling to
  *   10 s, with jitter) and resume with `since=<id of the last message received>`, so the
  *   server replays exactly what we missed.
- * - Server incarnations: the memory broker forgets everything when the server restarts and
- *   may hand out the same ids again. Policy: an id is a duplicate only if it comes back with
- *   the same name, text and ts. The same id carrying a different message means the server
- *   lost its history (new incarnation): we keep what is on screen, forget the old ids
- *   (they cannot come back), show a notice, and render the new message. If `hello` carries
- *   an `epoch` field, a change of epoch has the same effect. Whether a fresh server replays
- *   messages it received before we reconnected depends on how it treats a `since` id it
- *   never issued (it should send its whole history); see tests/pages/test_chat_page.py.
+ * - Server incarnations: a server with the memory broker forgets its history when it
+ *   restarts. Today's ids look like "<ms>-<seq>" and keep increasing across restarts, so our
+ *   `since` from the old incarnation still means "everything after this" to the new one,
+ *   which replays what it has (`hello.recovered` is false when it no longer has everything:
+ *   we say so in a notice). Ids stay opaque to us all the same, so in case a broker ever
+ *   hands out an old id again, an id is a duplicate only if it comes back with the same
+ *   name, text and ts; the same id with a different message means a new incarnation: we keep
+ *   what is on screen, forget the old ids and render the new message. A change of
+ *   `hello.epoch`, should the server ever send one, has the same effect.
+ *   Tested in tests/pages/test_chat_page.py::test_server_restart_resumes_without_loss.
  * - Our own messages show at once as "sending", are confirmed by the server's `message`
  *   (same name and text) or `ack` (same ref), whichever comes first; each id still renders
  *   once. Messages typed while offline wait in an outbox and go out after `hello`.
@@ -66,7 +68,7 @@
   let lastId = null;
   let epoch = null;
   const seen = new Map(); // id -> {name, text, ts}
-  const members = new Map(); // name -> connections with that name
+  const members = new Map(); // connection id (or a made-up key) -> name
   const pending = []; // our messages not yet confirmed: {ref, text, li, state, gen}
   let refSeq = 0;
 
@@ -148,11 +150,11 @@
   // ---------------------------------------------------------------- members
   function renderMembers() {
     membersEl.replaceChildren();
-    const names = Array.from(members.keys()).sort((a, b) => a.localeCompare(b));
-    let total = 0;
+    const counts = new Map();
+    for (const name of members.values()) counts.set(name, (counts.get(name) || 0) + 1);
+    const names = Array.from(counts.keys()).sort((a, b) => a.localeCompare(b));
     for (const name of names) {
-      const n = members.get(name);
-      total += n;
+      const n = counts.get(name);
       const li = el("li", name === myName ? "me" : null);
       const label = el("span", "name", name);
       label.style.setProperty("--hue", String(hue(name)));
@@ -161,17 +163,22 @@
       if (name === myName) li.append(el("span", "you", "(you)"));
       membersEl.append(li);
     }
-    memberCount.textContent = String(total);
+    memberCount.textContent = String(members.size);
   }
 
-  function addMember(name) {
-    members.set(name, (members.get(name) || 0) + 1);
+  let anon = 0;
+  function addMember(id, name) {
+    members.set(id !== undefined && id !== null ? "id:" + id : "anon:" + ++anon, name);
   }
 
-  function removeMember(name) {
-    const n = (members.get(name) || 0) - 1;
-    if (n > 0) members.set(name, n);
-    else members.delete(name);
+  function removeMember(id, name) {
+    if (members.delete("id:" + id)) return;
+    for (const [key, value] of members) {
+      if (value === name) {
+        members.delete(key);
+        return;
+      }
+    }
   }
 
   // ---------------------------------------------------------------- our own messages
@@ -251,10 +258,12 @@
       epoch = e;
     }
     members.clear();
-    for (const name of Array.isArray(ev.members) ? ev.members : []) {
-      if (typeof name === "string") addMember(name);
+    if (Array.isArray(ev.presence)) {
+      for (const m of ev.presence) if (m && typeof m.name === "string") addMember(m.id, m.name);
+    } else if (Array.isArray(ev.members)) {
+      for (const name of ev.members) if (typeof name === "string") addMember(null, name);
     }
-    if (!members.has(myName)) addMember(myName);
+    if (!members.has("id:" + connId) && !Array.from(members.values()).includes(myName)) addMember(connId, myName);
     renderMembers();
     const wasReconnect = everConnected;
     everConnected = true;
@@ -262,6 +271,10 @@
     setStatus("connected", "Connected");
     hideNotice("connection");
     systemLine(wasReconnect ? "Reconnected as " + myName : "Joined #" + room + " as " + myName, "conn");
+    if (ev.recovered === false) {
+      showNotice("Some messages from while you were away are no longer kept by the server " +
+        "(it restarted or the room was busy); showing what it still has.", "gap");
+    }
     // Messages typed while offline go out now; unconfirmed ones from an earlier socket get a
     // grace period to show up in the resume replay before we call them undelivered.
     const thisGen = gen;
@@ -327,10 +340,10 @@
     if (typeof ev.name !== "string") return;
     if (ev.id !== undefined && ev.id === connId) return; // ourselves: counted from hello
     if (ev.type === "join") {
-      addMember(ev.name);
+      addMember(ev.id, ev.name);
       systemLine(ev.name + " joined", "presence");
     } else {
-      removeMember(ev.name);
+      removeMember(ev.id, ev.name);
       systemLine(ev.name + " left", "presence");
     }
     renderMembers();

@@ -94,8 +94,7 @@ window.wsapp = (function () {
       if (apiRooms && count !== null && count !== undefined) {
         const badge = el("span", "count", String(count));
         badge.title = count === 1 ? "1 member online" : count + " members online";
-        badge.setAttribute("aria-label", badge.title);
-        li.append(" ", badge);
+        a.append(" ", badge, el("span", "visually-hidden", " online"));
       }
       ul.append(li);
     }
