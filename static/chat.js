@@ -360,8 +360,13 @@
   }
 
   // ---------------------------------------------------------------- connection lifecycle
+  // With WSAPP_REQUIRE_TOKEN=1 the page is opened as /chat/<room>?token=... (from
+  // `python -m wsapp token`); the token is passed on to the socket, which takes the name from it.
+  const token = new URLSearchParams(window.location.search).get("token");
+
   function socketUrl() {
     let url = wsUrl("/chat/" + encodeURIComponent(room)) + "?name=" + encodeURIComponent(nick);
+    if (token) url += "&token=" + encodeURIComponent(token);
     if (lastId !== null) url += "&since=" + encodeURIComponent(lastId);
     return url;
   }
