@@ -34,6 +34,8 @@ METRICS_FLUSH_INTERVAL = 2.0
 KEEPALIVE_REASON = "keepalive timeout"
 
 
+SCAN_SLICE = 256  # sockets handled per slice of a periodic scan before yielding to others
+_KEEPALIVE_PING = encode_frame(Opcode.PING, b"wsapp-keepalive")
 TRIM_INTERVAL = 10.0  # seconds between memory trims at most
 TRIM_MIN_GONE = 500  # sockets that must have closed since the peak before trimming
 
@@ -123,7 +125,9 @@ class Runtime:
     def flush_metrics(self) -> None:
         """Export message and byte counts of open sockets (done every few seconds and per scrape)."""
         totals: dict[str, list[int]] = {}
-        for ws, track in list(self._flushed.items()):
+        for index, (ws, track) in enumerate(list(self._flushed.items())):
+            if index and index % SCAN_SLICE == 0:
+                gevent.sleep(0)
             mi, mo, bi, bo = ws.messages_in, ws.messages_out, ws.bytes_in, ws.bytes_out
             acc = totals.setdefault(track[0], [0, 0, 0, 0])
             acc[0] += mi - track[1]
@@ -181,7 +185,9 @@ class Runtime:
         """Ping sockets idle for ping_interval; drop those that did not answer in ping_timeout."""
         interval = self.settings.ping_interval
         timeout = self.settings.ping_timeout
-        for ws in list(self.sockets):
+        for index, ws in enumerate(list(self.sockets)):
+            if index and index % SCAN_SLICE == 0:
+                gevent.sleep(0)  # with 10,000s of sockets, never hold the loop for a whole scan
             if ws.state != "OPEN":
                 continue
             sent = self._ping_sent.get(ws)
@@ -192,7 +198,10 @@ class Runtime:
             if sent is None:
                 if now - ws.last_received >= interval:
                     self._ping_sent[ws] = now
-                    gevent.spawn(ws.send_keepalive_ping, encode_frame(Opcode.PING, b"wsapp-keepalive"))
+                    if ws.control_sink is not None:
+                        ws.send_keepalive_ping(_KEEPALIVE_PING)  # queued: never blocks
+                    else:
+                        gevent.spawn(ws.send_keepalive_ping, _KEEPALIVE_PING)
             elif now - sent >= timeout:
                 del self._ping_sent[ws]
                 log.warning("keepalive timeout: no pong from %s in %.1fs (conn %s)", ws.peer, timeout, ws.id)
