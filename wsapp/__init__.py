@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(web.bp)
     app.register_blueprint(echo.bp)
-    from wsapp import metrics  # issue 6: /metrics (see docs/NOTES_security.md)
+    from wsapp import metrics  # /metrics (docs/security.md)
 
     metrics.init_labels()
     state.metrics = metrics

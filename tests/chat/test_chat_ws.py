@@ -294,7 +294,7 @@ def test_reader_that_stops_reading_is_cut_off_while_others_get_everything(chat_s
 
 def test_burst_from_one_client_larger_than_the_send_queue(chat_serve_server) -> None:
     """A client that writes a burst of 1000 messages at once (and reads all the while) is not
-    "too slow": its own copies and acks must not overflow its queue (see docs/NOTES_chat.md)."""
+    "too slow": its own copies and acks must not overflow its queue (a burst larger than the send queue)."""
     srv = chat_serve_server
     room = new_room("burst")
     total = 1000
