@@ -109,14 +109,22 @@ class Connection:
     # --- receiving -----------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[str | bytes]:
-        for batch in self.batches():
+        """Messages one by one (`str` text, `bytes` binary) until the socket closes.
+
+        The simple form; `serve_batches` is the fast one (replies to a burst in one write).
+        """
+        receive_many = self.ws.receive_many
+        while batch := receive_many():
             yield from batch
 
     def serve_batches(self, handle: Callable[[list[str | bytes]], list[bytes] | None]) -> None:
         """Call `handle(batch)` for each batch until the socket closes; queue the frames it returns.
 
-        The loop form of `batches()`: no generator between the view and the read, so a
-        connection waiting for data holds a shallower (smaller) greenlet stack.
+        A batch is every message one read completed. While `handle` runs, the reader's own
+        replies wait in the queue and go out together right after it, in one send from the
+        reader itself (frames queued by other greenlets, such as broadcasts, still go out at
+        once). A plain loop rather than a generator: a connection waiting for data then holds
+        a shallower, smaller greenlet stack.
         """
         receive_many = self.ws.receive_many
         me = gevent.getcurrent()
@@ -137,51 +145,20 @@ class Connection:
             if self._closing:
                 return  # the handler closed the connection: stop reading its messages
 
-    def batches(self) -> Iterator[list[str | bytes]]:
-        """Messages in the batches they arrived in (one read can complete many)."""
-        receive_many = self.ws.receive_many
-        me = gevent.getcurrent()
-        while True:
-            batch = receive_many()
-            if not batch:
-                return
-            # While the reader handles a batch, its own replies wait in the queue and go out
-            # together right after it, in one sendall from the reader itself: a burst costs
-            # one write and no extra greenlet. Frames queued by other greenlets (broadcasts)
-            # still wake a writer at once.
-            self._batch_owner = me
-            try:
-                yield batch
-            finally:
-                self._batch_owner = None
-            if self._queue and self._writer is None:
-                self._writer = me
-                self._drain()
-
     # --- sending -------------------------------------------------------------------------
 
     def send_frame(self, frame: bytes) -> bool:
         """Queue one pre-encoded frame; never blocks. False if closed or now closed for overflow."""
-        if self._closing or self.ws.state != "OPEN":
-            return False
-        queue = self._queue
-        if len(queue) >= self._limit:
-            self._overflow()
-            return False
-        queue.append(frame)
-        if self._writer is None:
-            current = gevent.getcurrent()
-            if self._batch_owner is not current:
-                self._wake_writer()
-            elif len(queue) >= self._flush_at:
-                # A long burst from our own peer: write its replies now, from the reader, so
-                # they never pile up to the overflow limit (TCP pushes back on the peer instead).
-                self._writer = current
-                self._drain()
-        return True
+        return self.send_frames((frame,))
 
-    def send_frames(self, frames: list[bytes]) -> bool:
-        """Queue several pre-encoded frames at once (the echo of a whole batch)."""
+    def send_frames(self, frames: list[bytes] | tuple[bytes, ...]) -> bool:
+        """Queue pre-encoded frames; never blocks. False if closed or now closed for overflow.
+
+        A peer whose queue would pass WSAPP_SEND_QUEUE frames is too slow: it is closed 1008
+        and nobody waits for it. The reader's own replies (inside `serve_batches`) are the
+        exception while no writer is stuck: after a long burst they are written right away
+        by the reader, so TCP pushes back on that peer instead.
+        """
         if self._closing or self.ws.state != "OPEN":
             return False
         queue = self._queue
