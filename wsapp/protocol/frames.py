@@ -106,6 +106,9 @@ def encode_text(text: str) -> bytes:
     return encode_frame(Opcode.TEXT, text.encode("utf-8"))
 
 
+_SMALL_HEADERS = {first: [bytes((first, n)) for n in range(126)] for first in (0x81, 0x82)}
+
+
 def encode_message(message: str | bytes) -> bytes:
     """One unfragmented server frame for a message: text for `str`, binary for `bytes`."""
     if type(message) is str:
@@ -116,7 +119,7 @@ def encode_message(message: str | bytes) -> bytes:
         first = 0x82
     length = len(payload)
     if length < 126:
-        return bytes((first, length)) + payload
+        return _SMALL_HEADERS[first][length] + payload
     if length < 65536:
         return _PACK_H16(first, 126, length) + payload
     return _PACK_H64(first, 127, length) + payload
@@ -275,7 +278,7 @@ class Parser:
 
     __slots__ = (
         "max_message_bytes", "require_mask", "_buf", "closed", "error", "_opcode", "_fin", "_remaining",
-        "_masker", "_control", "_msg_opcode", "_msg_size", "_msg_parts", "_utf8",
+        "_masker", "_control", "_msg_opcode", "_msg_size", "_msg_parts", "_utf8", "controls",
     )
 
     def __init__(self, max_message_bytes: int, require_mask: bool = True) -> None:
@@ -285,6 +288,9 @@ class Parser:
         self.closed = False
         #: A violation found after events that were already returned; raised by the next feed.
         self.error: ProtocolError | None = None
+        #: Control frames (ping, pong, close) parsed so far: unchanged by a feed means it
+        #: returned data messages only, which a reader can queue without looking at each.
+        self.controls = 0
         # Current frame (None while waiting for a header).
         self._opcode: int | None = None
         self._fin = False
@@ -484,6 +490,8 @@ class Parser:
         self._opcode = None
         self._masker = None
         self._control = []
+        if opcode is not None and opcode >= 0x8:
+            self.controls += 1
         if opcode == Opcode.PING:
             events.append(Ping(control_payload))
         elif opcode == Opcode.PONG:

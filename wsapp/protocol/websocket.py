@@ -117,31 +117,9 @@ class WebSocket(StockWebSocket):
 
     def receive(self) -> str | bytes | None:
         """Next complete message (`str` or `bytes`), or None once the connection is closed."""
-        if self.state == CONNECTING:
-            self.accept()
-        pending = self._pending
-        while not pending:
-            if self._deferred_close is not None:
-                event, self._deferred_close = self._deferred_close, None
-                self._on_close_frame(event)
-                return None
-            if self._parser.error is not None:
-                self._fail(self._parser.error.code, self._parser.error.reason)
-                return None
-            if self.state == CLOSED or self._parser.closed:
-                return None
-            data = self._read()
-            if not data:
-                self._on_transport_lost()
-                return None
-            try:
-                events = self._parser.feed(data)
-            except ProtocolError as exc:
-                self._fail(exc.code, exc.reason)
-                return None
-            for event in events:
-                self._handle_event(event)
-        return pending.pop(0)
+        if not self._pending and not self._fill():
+            return None
+        return self._pending.pop(0)
 
     read_message = receive
 
@@ -150,15 +128,46 @@ class WebSocket(StockWebSocket):
 
         The batch form lets a view answer a burst with one write instead of one per message.
         """
-        first = self.receive()
-        if first is None:
+        if not self._pending and not self._fill():
             return []
-        pending = self._pending
-        if not pending:
-            return [first]
-        batch = [first, *pending]
-        pending.clear()
+        batch = self._pending
+        self._pending = []
         return batch
+
+    def _fill(self) -> bool:
+        """Read until at least one message is pending; False once the connection is over."""
+        if self.state == CONNECTING:
+            self.accept()
+        parser = self._parser
+        pending = self._pending
+        while not pending:
+            if self._deferred_close is not None:
+                event, self._deferred_close = self._deferred_close, None
+                self._on_close_frame(event)
+                return False
+            if parser.error is not None:
+                self._fail(parser.error.code, parser.error.reason)
+                return False
+            if self.state == CLOSED or parser.closed:
+                return False
+            data = self._read()
+            if not data:
+                self._on_transport_lost()
+                return False
+            controls = parser.controls
+            try:
+                events = parser.feed(data)
+            except ProtocolError as exc:
+                self._fail(exc.code, exc.reason)
+                return False
+            if parser.controls == controls and self.state == OPEN:
+                # Only data messages (the common case): no per-event dispatch.
+                self.messages_in += len(events)
+                pending.extend(events)
+            else:
+                for event in events:
+                    self._handle_event(event)
+        return True
 
     def send(self, message: str | bytes, binary: bool | None = None) -> None:
         """Send one message: text for `str` (unless `binary`), binary for `bytes`."""
