@@ -360,20 +360,37 @@ class WebSocket(StockWebSocket):
             self._try_write(frame)
 
     def _write(self, data: bytes | bytearray | memoryview) -> None:
-        with self._write_lock:
-            try:
-                # Usually the kernel takes it all at once: one send() on the underlying
-                # non-blocking socket, skipping gevent's sendall bookkeeping (it queries
-                # SO_SNDBUF on every call). The rest, if any, waits cooperatively.
+        """Write `data` whole, never interleaved with another greenlet's write.
+
+        Usually the kernel takes it all at once: one send() on the underlying non-blocking
+        socket, skipping gevent's sendall bookkeeping (it queries SO_SNDBUF on every call).
+        A non-blocking send cannot yield to another greenlet, so when nobody holds the write
+        lock it needs no lock; only the rest of a partial send waits cooperatively, under it.
+        """
+        lock = self._write_lock
+        try:
+            sent = 0
+            if not lock.locked():
                 try:
                     sent = self._raw_send(data)
                 except BlockingIOError:
                     sent = 0
-                if sent < len(data):
+                if sent == len(data):
+                    self.bytes_out += sent
+                    return
+            with lock:
+                if sent:  # the rest of our own partial send: nobody wrote in between
                     self._socket.sendall(memoryview(data)[sent:])
-            except (OSError, AttributeError, TypeError) as exc:
-                self._on_transport_lost()
-                raise WebSocketError("Socket is dead") from exc
+                else:
+                    try:
+                        sent = self._raw_send(data)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent < len(data):
+                        self._socket.sendall(memoryview(data)[sent:])
+        except (OSError, AttributeError, TypeError) as exc:
+            self._on_transport_lost()
+            raise WebSocketError("Socket is dead") from exc
         self.bytes_out += len(data)
 
     def write_busy(self) -> bool:
