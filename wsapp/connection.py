@@ -1,9 +1,11 @@
 """One `Connection` per accepted WebSocket: reader loop, bounded outbound queue, one writer.
 
 Views never write to the socket themselves. They put pre-encoded frames on the queue
-(`send_frame` never blocks), and a writer greenlet, started only while there is something
-to send, writes them, coalescing whatever has piled up into a single `sendall`. A peer
-that stops reading fills its own queue and is closed 1008; nobody else waits for it.
+(`send_frame` never blocks). The reader writes its own replies after each batch
+(`serve_batches`); frames queued by other greenlets are written by one loop callback with
+a non-blocking send, and only a socket that cannot take them all at once gets a writer
+greenlet. A peer that stops reading fills its own queue and is closed 1008; nobody else
+waits for it.
 """
 
 from __future__ import annotations
@@ -16,17 +18,13 @@ from typing import TYPE_CHECKING
 import gevent
 from geventwebsocket.exceptions import WebSocketError
 
-from wsapp.protocol.frames import CloseCode, Opcode, encode_frame
+from wsapp.protocol.frames import CloseCode
 
 if TYPE_CHECKING:
     from wsapp.protocol.websocket import WebSocket
     from wsapp.settings import Settings
 
 log = logging.getLogger("wsapp.connection")
-
-_TEXT = Opcode.TEXT
-_BINARY = Opcode.BINARY
-
 
 class _CloseRequest:
     __slots__ = ("code", "reason")
@@ -82,7 +80,7 @@ class Connection:
         """Accept the socket, yield the connection, then flush and close it properly."""
         ws.accept()
         conn = cls(ws, settings, endpoint)
-        ws.control_sink = conn._send_control
+        ws.control_sink = conn.send_frame  # pongs and keepalive pings share the queue
         try:
             yield conn
         except Exception:
@@ -178,30 +176,13 @@ class Connection:
                 self._drain()
         return True
 
-    def send_text(self, text: str) -> bool:
-        return self.send_frame(encode_frame(_TEXT, text.encode("utf-8")))
-
-    def send_message(self, message: str | bytes) -> bool:
-        """Send a message of the same kind it arrived as (text stays text, binary stays binary)."""
-        if isinstance(message, str):
-            return self.send_frame(encode_frame(_TEXT, message.encode("utf-8")))
-        return self.send_frame(encode_frame(_BINARY, message))
-
-    def _send_control(self, frame: bytes) -> None:
-        """Pongs and keepalive pings join the same queue, so one greenlet writes the socket."""
-        if self._closing or self.ws.state != "OPEN":
-            return
-        if len(self._queue) >= self._limit:  # issue 6: a ping flood that never reads its pongs
-            self._overflow()
-            return
-        self._queue.append(frame)
-        if self._writer is None:
-            self._wake_writer()
-
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Send what is queued, then the close frame; returns at once."""
         if self._closing or self.ws.state != "OPEN":
             return
+        self._queue_close(code, reason)
+
+    def _queue_close(self, code: int, reason: str) -> None:
         self._closing = True
         self._queue.append(_CloseRequest(code, reason))
         if self._writer is None:
@@ -226,10 +207,7 @@ class Connection:
             self.peer,
         )
         self._queue.clear()
-        self._closing = True
-        self._queue.append(_CloseRequest(CloseCode.POLICY_VIOLATION, "send queue overflow: client too slow"))
-        if self._writer is None:
-            self._writer = gevent.spawn(self._drain)
+        self._queue_close(CloseCode.POLICY_VIOLATION, "send queue overflow: client too slow")
         # If the peer never reads again, the close frame cannot go out either: cut TCP.
         gevent.spawn_later(self.settings.close_timeout, self._abort_if_stuck)
 

@@ -220,7 +220,7 @@ class Runtime:
         """Close every open socket with `code` (1001) and wait for the handshakes; returns how many."""
         self.shutting_down = True
         targets = [ws for ws in list(self.sockets) if ws.state == "OPEN"]
-        jobs = [gevent.spawn(ws.shutdown_close, code, reason) for ws in targets]
+        jobs = [gevent.spawn(ws.close, code, reason) for ws in targets]
         gevent.joinall(jobs, timeout=self.settings.close_timeout + 1.0)
         return len(targets)
 

@@ -269,9 +269,7 @@ class WebSocket(StockWebSocket):
             self.close_code, self.close_reason, self.close_initiator = reply, event.reason, "client"
             self.state = CLOSING
             self._try_write(frames.encode_close(reply, ""))
-        else:
-            # Reply to our own close: the handshake is complete.
-            pass
+        # Otherwise this is the reply to our own close: the handshake is complete.
         self._finish()
 
     def _on_transport_lost(self) -> None:
@@ -283,9 +281,7 @@ class WebSocket(StockWebSocket):
         """Fail the connection (RFC 6455 7.1.7): close frame with the code, linger, close TCP."""
         log.warning("protocol error from %s on %s (conn %s): %d %s", self.peer, self.path, self.id, code, reason)
         if self.state == OPEN:
-            self.close_code, self.close_reason, self.close_initiator = code, reason, "server"
-            self.state = CLOSING
-            self._try_write(frames.encode_close(code, reason))
+            self._send_close(code, reason, initiator="server")
         self._linger_and_finish()
 
     # --- closing -------------------------------------------------------------------------
@@ -359,6 +355,13 @@ class WebSocket(StockWebSocket):
         else:
             self._try_write(frame)
 
+    def _send_some(self, data: bytes | bytearray | memoryview) -> int:
+        """One send() on the underlying non-blocking socket: how many bytes it took."""
+        try:
+            return self._raw_send(data)
+        except BlockingIOError:
+            return 0
+
     def _write(self, data: bytes | bytearray | memoryview) -> None:
         """Write `data` whole, never interleaved with another greenlet's write.
 
@@ -369,23 +372,11 @@ class WebSocket(StockWebSocket):
         """
         lock = self._write_lock
         try:
-            sent = 0
-            if not lock.locked():
-                try:
-                    sent = self._raw_send(data)
-                except BlockingIOError:
-                    sent = 0
-                if sent == len(data):
-                    self.bytes_out += sent
-                    return
-            with lock:
-                if sent:  # the rest of our own partial send: nobody wrote in between
-                    self._socket.sendall(memoryview(data)[sent:])
-                else:
-                    try:
-                        sent = self._raw_send(data)
-                    except BlockingIOError:
-                        sent = 0
+            sent = 0 if lock.locked() else self._send_some(data)
+            if sent < len(data):
+                with lock:
+                    if not sent:  # someone else was writing: our turn now
+                        sent = self._send_some(data)
                     if sent < len(data):
                         self._socket.sendall(memoryview(data)[sent:])
         except (OSError, AttributeError, TypeError) as exc:
@@ -405,9 +396,7 @@ class WebSocket(StockWebSocket):
         if self.state != OPEN:
             raise WebSocketError("Connection is already closed")
         try:
-            sent = self._raw_send(data)
-        except BlockingIOError:
-            return 0
+            sent = self._send_some(data)
         except OSError as exc:
             self._on_transport_lost()
             raise WebSocketError("Socket is dead") from exc
@@ -425,6 +414,3 @@ class WebSocket(StockWebSocket):
         if self.state == OPEN:
             self._send_control(frame)
 
-    def shutdown_close(self, code: int, reason: str) -> None:
-        """Planned shutdown: close with `code` (1001), whatever is still queued."""
-        self.close(code, reason)
