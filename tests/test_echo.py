@@ -6,8 +6,12 @@ import json
 import os
 import urllib.request
 
+import pytest
 from websocket import ABNF, create_connection
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
+
+from tests.support.rawws import Op, RawWS, close_payload, encode_frame
 
 
 def test_text_and_binary_come_back_unchanged(server):
@@ -62,50 +66,21 @@ def test_healthz(server):
     assert body["status"] == "ok"
 
 
-def test_unknown_websocket_path_is_404_without_upgrade(server):
-    from websockets.exceptions import InvalidStatus
-
-    try:
-        connect(server.url("/nowhere"))
-    except InvalidStatus as exc:
-        assert exc.response.status_code == 404
-    else:
-        raise AssertionError("upgrade to an unknown path was accepted")
-
-
-def test_websocket_on_plain_http_route_is_refused_not_upgraded(server):
-    from websockets.exceptions import InvalidStatus
-
-    try:
-        connect(server.url("/healthz"))
-    except InvalidStatus as exc:
-        assert exc.response.status_code == 400
-    else:
-        raise AssertionError("upgrade on a non-WebSocket route was accepted")
+@pytest.mark.parametrize(
+    "path, status",
+    [("/nowhere", 404), ("/healthz", 400)],
+    ids=["unknown-path", "plain-http-route"],
+)
+def test_upgrade_to_a_path_without_websocket_route_is_refused_not_upgraded(server, path, status):
+    with pytest.raises(InvalidStatus) as info:
+        connect(server.url(path))
+    assert info.value.response.status_code == status
 
 
 def test_message_sent_together_with_close_is_still_echoed(server):
     """Text and close in one write: the echo goes out before the close reply."""
-    import socket
-
-    from wsapp.protocol.frames import Opcode, Parser, encode_frame
-
-    with socket.create_connection((server.host, server.port), timeout=5) as sock:
-        sock.sendall(
-            b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        response = b""
-        while b"\r\n\r\n" not in response:
-            response += sock.recv(4096)
-        rest = response.split(b"\r\n\r\n", 1)[1]
-        sock.sendall(encode_frame(Opcode.TEXT, b"last words", mask=b"abcd") + encode_frame(Opcode.CLOSE, b"\x03\xe8", mask=b"abcd"))
-        parser = Parser(1 << 20, require_mask=False)
-        events = parser.feed(rest) if rest else []
-        while True:
-            data = sock.recv(4096)
-            if not data:
-                break
-            events += parser.feed(data)
-    assert events[0] == "last words"
-    assert events[1].code == 1000
+    with RawWS.connect(server.url("/echo")) as ws:
+        ws.send_raw(encode_frame(Op.TEXT, b"last words") + encode_frame(Op.CLOSE, close_payload(1000)))
+        ws.close_sent = True
+        assert ws.recv_message() == (Op.TEXT, b"last words")
+        assert ws.expect_close(1000) == (1000, "")

@@ -2,21 +2,15 @@
 
 To add one, write a factory and register it in ``IMPLS``::
 
-    @contextmanager
     def redis_broker(request, options):
         server = request.getfixturevalue("redis_server")   # a session fixture of yours
-        broker = RedisBroker(server.url, history=options.history, presence_ttl=options.presence_ttl)
-        broker.start()
-        try:
-            yield broker
-        finally:
-            broker.close()
+        return started(RedisBroker(server.url, history=options.history, presence_ttl=options.presence_ttl))
 
     IMPLS["redis"] = redis_broker
 
 A factory gets the pytest ``request`` (to reach fixtures such as a running redis-server)
-and a :class:`BrokerOptions`, and yields a started broker. Tests use fresh random room
-names, so one broker server can be shared by every test.
+and a :class:`BrokerOptions`, and returns a context manager giving a started broker
+(``started(broker)``). Tests use fresh random room names, so one broker server can be shared by every test.
 """
 
 from __future__ import annotations
@@ -40,13 +34,17 @@ BrokerFactory = Callable[[pytest.FixtureRequest, BrokerOptions], AbstractContext
 
 
 @contextmanager
-def memory_broker(request: pytest.FixtureRequest, options: BrokerOptions) -> Iterator[Broker]:
-    broker = MemoryBroker(history=options.history)
+def started(broker: Broker) -> Iterator[Broker]:
+    """Start a broker for the duration of a test, then close it."""
     broker.start()
     try:
         yield broker
     finally:
         broker.close()
+
+
+def memory_broker(request: pytest.FixtureRequest, options: BrokerOptions) -> AbstractContextManager[Broker]:
+    return started(MemoryBroker(history=options.history))
 
 
 IMPLS: dict[str, BrokerFactory] = {
@@ -54,18 +52,12 @@ IMPLS: dict[str, BrokerFactory] = {
 }
 
 
-@contextmanager
-def redis_broker(request: pytest.FixtureRequest, options: BrokerOptions) -> Iterator[Broker]:
+def redis_broker(request: pytest.FixtureRequest, options: BrokerOptions) -> AbstractContextManager[Broker]:
     """The Redis broker (issue 4) against one real redis-server per test session."""
     from tests.support.redis_server import shared_redis
     from wsapp.chat.broker.redis import RedisBroker
 
-    broker = RedisBroker(shared_redis().url, history=options.history, presence_ttl=options.presence_ttl)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.close()
+    return started(RedisBroker(shared_redis().url, history=options.history, presence_ttl=options.presence_ttl))
 
 
 IMPLS["redis"] = redis_broker

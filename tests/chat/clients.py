@@ -14,9 +14,9 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from tests.support.closing import close_code_of
 from tests.support.servers import ServerProcess
 
 
@@ -88,13 +88,7 @@ class ChatClient:
 
     def close_code(self, timeout: float = 5.0) -> int | None:
         """Read until the server closes; return its close code."""
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                self.ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-        except ConnectionClosed as exc:
-            return exc.rcvd.code if exc.rcvd else None
-        raise AssertionError("connection not closed")
+        return close_code_of(self.ws, timeout)
 
     def __enter__(self) -> ChatClient:
         return self

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from tests.support.closing import close_code_of
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ROOT, ServerProcess, free_port, start_server, wait_for_port
 
@@ -101,13 +101,7 @@ class Client:
 
     def close_code(self, timeout: float = 10.0) -> int | None:
         """Read until the connection ends; the close code received, None for none (1006)."""
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                self.ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-        except ConnectionClosed as exc:
-            return exc.rcvd.code if exc.rcvd else None
-        raise AssertionError("connection not closed")
+        return close_code_of(self.ws, timeout)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
