@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -100,10 +99,6 @@ def encode_frame(
     if mask is None:
         return header + payload
     return header + mask + apply_mask(payload, mask)
-
-
-def encode_text(text: str) -> bytes:
-    return encode_frame(Opcode.TEXT, text.encode("utf-8"))
 
 
 _SMALL_HEADERS = {first: [bytes((first, n)) for n in range(126)] for first in (0x81, 0x82)}
@@ -512,13 +507,3 @@ class Parser:
             self._utf8 = None
             self._msg_size = 0
             events.append(data)
-        elif self._utf8 is not None and not self._msg_parts:
-            # Empty non-final text fragment: nothing to validate yet.
-            pass
-
-
-def mask_key_source() -> Callable[[], bytes]:
-    """Random 4-byte mask keys for client-side framing (CLI client, tests)."""
-    import os
-
-    return lambda: os.urandom(4)

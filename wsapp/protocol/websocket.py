@@ -47,7 +47,7 @@ class WebSocket(StockWebSocket):
         "settings", "id", "peer", "peer_ip", "_socket", "_rfile", "_recv", "_raw_send", "_parser",
         "_pending", "_deferred_close", "_write_lock", "_closed_event", "_reader", "state", "opened_at",
         "close_code", "close_reason", "close_initiator", "last_received", "messages_in", "messages_out",
-        "bytes_in", "bytes_out", "control_sink", "on_pong", "__dict__", "__weakref__",
+        "bytes_in", "bytes_out", "control_sink", "__dict__", "__weakref__",
     )
 
     def __init__(self, environ: dict, handler: Any, settings: Settings) -> None:  # noqa: D107
@@ -82,8 +82,6 @@ class WebSocket(StockWebSocket):
         self.bytes_out = 0
         #: Where pong replies go; a Connection points it at its writer queue (one writer).
         self.control_sink: Callable[[bytes], Any] | None = None
-        #: Called with the payload of every pong (keepalive bookkeeping).
-        self.on_pong: Callable[[bytes], Any] | None = None
 
     def __del__(self) -> None:
         """No I/O from the garbage collector (the stock class closes here)."""
@@ -252,8 +250,7 @@ class WebSocket(StockWebSocket):
             if self.state == OPEN:
                 self._send_control(frames.encode_frame(Opcode.PONG, event.payload))
         elif kind is Pong:
-            if self.on_pong is not None:
-                self.on_pong(event.payload)
+            pass  # receiving it updated last_received, which is all keepalive needs
         elif kind is Close:
             if self._pending:
                 # Messages that arrived before the close are answered first (their replies
