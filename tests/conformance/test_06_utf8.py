@@ -174,3 +174,15 @@ def test_truncated_at_end_of_fragmented_message_is_1007(target, tail):
         ws.send_frame(Op.CONT, b"end " + tail, fin=True)
         ws.expect_close(1007)
     target.assert_healthy()
+
+
+@pytest.mark.parametrize(
+    "tail", [b"\xe2\x82", b"\xf0\x9d", b"\xc3"], ids=["3-byte", "4-byte", "2-byte"]
+)
+def test_truncated_before_an_empty_final_fragment_is_1007(target, tail):
+    """The message ends with an empty fragment after a character cut short."""
+    with target.connect() as ws:
+        ws.send_frame(Op.TEXT, b"end " + tail, fin=False)
+        ws.send_frame(Op.CONT, b"", fin=True)
+        ws.expect_close(1007)
+    target.assert_healthy()

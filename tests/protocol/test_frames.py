@@ -225,6 +225,11 @@ def test_invalid_utf8_fails_fast_across_fragments():
     assert info.value.code == CloseCode.INVALID_DATA
 
 
+def test_character_cut_short_before_an_empty_final_fragment_fails_1007():
+    data = cframe(Opcode.TEXT, "κ".encode()[:1], fin=False) + cframe(Opcode.CONTINUATION, b"")
+    assert error_code(data) == CloseCode.INVALID_DATA
+
+
 def test_valid_multibyte_text_survives_byte_by_byte_delivery():
     text = "Hello-µ@ßöäüàá-UTF-8!! 𝄞 κόσμε"
     assert feed(cframe(Opcode.TEXT, text.encode()), chunk=1) == [text]

@@ -497,8 +497,9 @@ class Parser:
             events.append(Close(code, reason))
         elif fin:
             if self._utf8 is not None:
-                if self._remaining == 0 and not self._msg_parts:
-                    self._msg_parts.append(self._utf8.decode(b"", final=True))
+                # End of the message: bytes still pending in the decoder (a character cut
+                # short, e.g. before an empty final fragment) are invalid now.
+                self._msg_parts.append(self._utf8.decode(b"", final=True))
                 data: str | bytes = "".join(self._msg_parts)
             else:
                 data = b"".join(self._msg_parts)
