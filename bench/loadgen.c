@@ -11,8 +11,22 @@
  *   fanout  M room members + 1 sender: fixed-rate phase (CPU per delivery) and a
  *           closed-loop saturation phase (deliveries/s); lost/duplicate counts.
  *   idle    N idle connections: server RSS per connection, then echo probes.
+ *           --chat: the connections are chat members instead (see below).
  * --raw skips the HTTP upgrade: the peer is a plain TCP echo and a "message" is complete
  * when as many bytes as the encoded frame came back (the TCP ceiling).
+ *
+ * Idle --path placeholders, replaced per connection (any other text is sent as is):
+ *   {i}     the connection index, 0 .. N-1 (the 5 "new connection" probes get N .. N+4)
+ *   {room}  i / --room-size (default 100), so connections fill room 0, then room 1, ...;
+ *           the 5 probes count as 0 .. 4 here: they join room 0, a full room
+ * Idle chat members (idle --chat), e.g. --path '/chat/idle-{room}?name=m{i}': frames the
+ * server sends on its own (wsapp's hello/join/leave events, other members' messages) are
+ * counted and discarded, never errors (without --chat an unasked-for message is an error).
+ * Before RSS is read, the join storm must settle: no data frame received and server CPU
+ * under 10 % of a core for 0.5 s (at most --settle-max s, "settled": 0 if it never did).
+ * Probes send a text message "bench-probe-K." and time until a text message containing
+ * that marker comes back on the same connection (the room broadcast includes the sender);
+ * a new member's probe is connect + upgrade + that round trip.
  *
  * Build: gcc -O2 -o loadgen loadgen.c   (bench/run.py does this into bench/results/)
  */
@@ -90,8 +104,9 @@ static struct {
     int mode;
     const char *host;
     int port;
-    const char *path;       /* echo/idle: request path; fanout: prefix, member name appended */
-    int conns, inflight, raw, binary, src_spread, concurrency;
+    const char *path;       /* echo: request path; idle: the same with {i} {room}; fanout: prefix,
+                               member name appended */
+    int conns, inflight, raw, binary, src_spread, concurrency, chat, room_size;
     size_t size;
     double duration, warmup, hard_timeout, hold;
     long warmup_msgs, min_msgs, max_msgs;
@@ -104,7 +119,7 @@ static struct {
     .host = "127.0.0.1", .path = "/echo", .conns = 1, .inflight = 1, .concurrency = 200,
     .size = 64, .duration = 3, .warmup = 0.5, .hard_timeout = 120, .hold = 1.0,
     .members = 100, .window = 16, .rate = 100, .sat_duration = 3, .settle_quiet = 0.3,
-    .settle_max = 30, .tmpl = "%s", .pids = "",
+    .settle_max = 30, .tmpl = "%s", .pids = "", .room_size = 100,
 };
 
 /* ---------- connection ---------- */
@@ -129,6 +144,9 @@ typedef struct {
     int rhead, rcount;
     uint64_t done, done_total;
     uint64_t open_ns;
+    /* idle --chat probe: marker number awaited (0: none) and when it came back */
+    int probe_id;
+    uint64_t probe_done_ns;
 } conn_t;
 
 static conn_t *C;
@@ -142,6 +160,7 @@ static struct sockaddr_in DST;
 /* global counters */
 static uint64_t g_connect_fail, g_closed, g_errors, g_bad_handshake, g_rx_bytes;
 static uint64_t g_last_rx_ns;
+static uint64_t g_chat_msgs, g_chat_bytes; /* idle --chat: data messages received, discarded */
 static char g_first_error[256];
 
 static void set_error(const char *msg) {
@@ -430,9 +449,27 @@ static void fanout_send(uint64_t t) {
     flush_out(s);
 }
 
+/* ---------- idle chat members ---------- */
+static int probe_marker(int id, char *out, size_t n) { return snprintf(out, n, "bench-probe-%d.", id); }
+
+/* Any data message on a chat member is counted and dropped; a pending probe completes when
+   its marker comes back in a text message. */
+static void chat_message(conn_t *c, uint64_t t) {
+    g_chat_msgs++;
+    g_chat_bytes += c->msg_bytes;
+    if (!c->probe_id || c->msg_opcode != 1) return;
+    char m[48];
+    int n = probe_marker(c->probe_id, m, sizeof m);
+    if (c->plen >= (size_t)n && memmem(c->pbuf, c->plen, m, (size_t)n)) {
+        c->probe_id = 0;
+        c->probe_done_ns = t;
+    }
+}
+
 /* ---------- frame parser ---------- */
 static void on_message(conn_t *c, uint64_t t) {
-    if (opt.mode == MODE_ECHO || opt.mode == MODE_IDLE) echo_complete(c, c->msg_bytes, t);
+    if (opt.mode == MODE_IDLE && opt.chat) chat_message(c, t);
+    else if (opt.mode == MODE_ECHO || opt.mode == MODE_IDLE) echo_complete(c, c->msg_bytes, t);
     else fanout_message(c, c->pbuf, c->plen, t);
 }
 
@@ -463,7 +500,8 @@ static void frame_end(conn_t *c, uint64_t t) {
 }
 
 static void parse_frames(conn_t *c, const uint8_t *p, size_t n, uint64_t t) {
-    int keep_data = opt.mode == MODE_FANOUT;
+    /* payload bytes are kept only where they are looked at: fanout, and a chat probe */
+    int keep_data = opt.mode == MODE_FANOUT || c->probe_id;
     while (n > 0 && c->state == ST_OPEN) {
         if (!c->in_payload) {
             if (c->hneed == 0) c->hneed = 2;
@@ -622,10 +660,33 @@ static void fill_connects(void) {
     }
 }
 
+/* idle: --path with {i} and {room} replaced (see the top of this file) */
+static void expand_path(int idx, char *out, size_t n) {
+    int slot = idx < opt.conns ? idx : idx - opt.conns; /* the new-member probes go to room 0 */
+    size_t o = 0;
+    for (const char *p = opt.path; *p && o + 1 < n;) {
+        int w = 0;
+        if (!strncmp(p, "{i}", 3)) {
+            w = snprintf(out + o, n - o, "%d", idx);
+            p += 3;
+        } else if (!strncmp(p, "{room}", 6)) {
+            w = snprintf(out + o, n - o, "%d", slot / opt.room_size);
+            p += 6;
+        } else {
+            out[o++] = *p++;
+        }
+        o += w > 0 ? (size_t)w : 0;
+        if (o >= n) o = n - 1;
+    }
+    out[o] = 0;
+}
+
 static void member_path(conn_t *c, char *out, size_t n) {
     if (opt.mode == MODE_FANOUT) {
         if (c->is_sender) snprintf(out, n, "%ssender", opt.path);
         else snprintf(out, n, "%sm%d", opt.path, c->idx);
+    } else if (opt.mode == MODE_IDLE) {
+        expand_path(c->idx, out, n);
     } else {
         snprintf(out, n, "%s", opt.path);
     }
@@ -773,6 +834,49 @@ static double probe_echo(conn_t *c, double timeout_s) {
     return c->done_total > before ? (double)(now_ns() - t0) / 1e6 : -1;
 }
 
+/* One chat round trip on member c: send a marked message, wait for it to come back. */
+static double probe_chat(conn_t *c, double timeout_s) {
+    static int seq;
+    if (c->state != ST_OPEN) return -1;
+    char text[48];
+    c->probe_id = ++seq;
+    int n = probe_marker(c->probe_id, text, sizeof text);
+    uint64_t t0 = now_ns();
+    queue_small_frame(c, 1, text, (size_t)n);
+    flush_out(c);
+    while (c->probe_id && c->state == ST_OPEN && now_ns() - t0 < (uint64_t)(timeout_s * 1e9)) poll_once(5);
+    double ms = c->probe_id ? -1 : (double)(c->probe_done_ns - t0) / 1e6;
+    c->probe_id = 0;
+    return ms;
+}
+
+static double probe(conn_t *c, double timeout_s) {
+    return opt.chat ? probe_chat(c, timeout_s) : probe_echo(c, timeout_s);
+}
+
+/* Chat join storm: wait until no data message arrived and the server used under 10 % of a
+   core for a whole window of quiet_s (pings and pongs do not count as traffic). */
+static double wait_settled(double quiet_s, double max_s, int *settled) {
+    uint64_t t0 = now_ns(), win = (uint64_t)(quiet_s * 1e9), ws = t0;
+    uint64_t msgs = g_chat_msgs;
+    double cpu = server_cpu();
+    *settled = 0;
+    while (now_ns() - t0 < (uint64_t)(max_s * 1e9)) {
+        poll_once(10);
+        uint64_t t = now_ns();
+        if (t - ws < win) continue;
+        double cpu_now = server_cpu();
+        if (g_chat_msgs == msgs && cpu_now - cpu < 0.1 * (double)(t - ws) / 1e9) {
+            *settled = 1;
+            break;
+        }
+        ws = t;
+        msgs = g_chat_msgs;
+        cpu = cpu_now;
+    }
+    return (double)(now_ns() - t0) / 1e9;
+}
+
 #define NEW_PROBES 5
 
 static int cmp_double(const void *a, const void *b) {
@@ -787,15 +891,20 @@ static int run_idle(void) {
     NC = total - NEW_PROBES;
     double setup_s = connect_all(opt.hard_timeout);
     int opened = count_open();
-    wait_quiet(0.5, 5);
+    int settled = 1;
+    uint64_t t_settle = now_ns();
+    if (opt.chat) wait_settled(0.5, opt.settle_max, &settled);
+    else wait_quiet(0.5, 5);
+    double settle_s = (double)(now_ns() - t_settle) / 1e9;
     /* hold: connections sit idle; the server must keep them all */
     uint64_t t_hold = now_ns();
     while (now_ns() - t_hold < (uint64_t)(opt.hold * 1e9)) poll_once(20);
     long rss1 = server_rss_kb();
     double cpu1 = server_cpu();
     int still_open = count_open();
-    double idle_ms = probe_echo(&C[0], 5);
-    double idle2_ms = NC > 1 ? probe_echo(&C[NC / 2], 5) : -1;
+    uint64_t msgs_settled = g_chat_msgs;
+    double idle_ms = probe(&C[0], 5);
+    double idle2_ms = NC > 1 ? probe(&C[NC / 2], 5) : -1;
     /* brand-new connections, one after the other: connect + upgrade + one echo each */
     double connect_ms[NEW_PROBES], total_ms[NEW_PROBES];
     int ok = 0;
@@ -804,7 +913,7 @@ static int run_idle(void) {
         uint64_t tn = now_ns();
         connect_all(10);
         double cms = (double)(now_ns() - tn) / 1e6;
-        if (probe_echo(&C[NC - 1], 5) >= 0) {
+        if (probe(&C[NC - 1], 5) >= 0) {
             connect_ms[ok] = cms;
             total_ms[ok++] = (double)(now_ns() - tn) / 1e6;
         }
@@ -814,16 +923,24 @@ static int run_idle(void) {
     double new_connect_ms = ok ? connect_ms[ok / 2] : -1;
     double new_total_ms = ok ? total_ms[ok / 2] : -1;
     double new_echo_ms = ok ? total_ms[ok - 1] : -1; /* worst of the probes */
-    printf("{\"mode\": \"idle\", \"raw\": %d, ", opt.raw);
+    const char *pk = opt.chat ? "msg" : "echo"; /* what the probes on idle connections time */
+    printf("{\"mode\": \"idle\", \"raw\": %d, \"chat\": %d, ", opt.raw, opt.chat);
     print_common();
     printf(", \"idle_connections\": %d, \"opened\": %d, \"still_open_after_hold\": %d, "
-           "\"setup_s\": %.3f, \"connects_per_s\": %.1f, \"hold_s\": %.1f, \"server_rss_kb_before\": %ld, "
+           "\"setup_s\": %.3f, \"connects_per_s\": %.1f, \"settle_s\": %.3f, \"settled\": %d, "
+           "\"hold_s\": %.1f, \"server_rss_kb_before\": %ld, "
            "\"server_rss_kb_after\": %ld, \"rss_kb_per_conn\": %.3f, \"server_cpu_s_setup_hold\": %.3f, "
-           "\"idle_echo_ms\": %.3f, \"idle_echo2_ms\": %.3f, \"new_conn_connect_ms\": %.3f, "
-           "\"new_conn_worst_total_ms\": %.3f, \"new_conn_total_ms\": %.3f, \"new_conn_probes\": %d}\n",
-           total - NEW_PROBES, opened, still_open, setup_s, setup_s > 0 ? opened / setup_s : 0, opt.hold, rss0, rss1,
-           opened ? (double)(rss1 - rss0) / opened : 0, cpu1 - cpu0, idle_ms, idle2_ms, new_connect_ms,
-           new_echo_ms, new_total_ms, ok);
+           "\"idle_%s_ms\": %.3f, \"idle_%s2_ms\": %.3f, \"new_conn_connect_ms\": %.3f, "
+           "\"new_conn_worst_total_ms\": %.3f, \"new_conn_total_ms\": %.3f, \"new_conn_probes\": %d",
+           total - NEW_PROBES, opened, still_open, setup_s, setup_s > 0 ? opened / setup_s : 0, settle_s, settled,
+           opt.hold, rss0, rss1, opened ? (double)(rss1 - rss0) / opened : 0, cpu1 - cpu0, pk, idle_ms, pk,
+           idle2_ms, new_connect_ms, new_echo_ms, new_total_ms, ok);
+    if (opt.chat)
+        printf(", \"room_size\": %d, \"rooms\": %d, \"messages_until_settled\": %llu, "
+               "\"messages_received\": %llu, \"message_bytes_received\": %llu",
+               opt.room_size, (total - NEW_PROBES + opt.room_size - 1) / opt.room_size,
+               (unsigned long long)msgs_settled, (unsigned long long)g_chat_msgs, (unsigned long long)g_chat_bytes);
+    printf("}\n");
     return 0;
 }
 
@@ -948,7 +1065,7 @@ int main(int argc, char **argv) {
         {"members", 1, 0, 'n'}, {"rate", 1, 0, 'R'}, {"window", 1, 0, 'x'},
         {"sat-duration", 1, 0, 'D'}, {"template", 1, 0, 'T'}, {"pids", 1, 0, 'i'},
         {"hold", 1, 0, 'H'}, {"src-spread", 0, 0, 'S'}, {"concurrency", 1, 0, 'C'},
-        {"settle-max", 1, 0, 'X'}, {0, 0, 0, 0}};
+        {"settle-max", 1, 0, 'X'}, {"chat", 0, 0, 'G'}, {"room-size", 1, 0, 'Z'}, {0, 0, 0, 0}};
     int ch;
     optind = 2;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -977,10 +1094,13 @@ int main(int argc, char **argv) {
         case 'S': opt.src_spread = 1; break;
         case 'C': opt.concurrency = atoi(optarg); break;
         case 'X': opt.settle_max = atof(optarg); break;
+        case 'G': opt.chat = 1; break;
+        case 'Z': opt.room_size = atoi(optarg); break;
         default: usage();
         }
     }
-    if (!opt.port || opt.inflight < 1 || opt.conns < 1) usage();
+    if (!opt.port || opt.inflight < 1 || opt.conns < 1 || opt.room_size < 1) usage();
+    if (opt.chat && (opt.mode != MODE_IDLE || opt.raw)) usage(); /* chat members: idle mode only */
     signal(SIGPIPE, SIG_IGN);
     NC = opt.mode == MODE_FANOUT ? opt.members + 1 : opt.mode == MODE_IDLE ? opt.conns + NEW_PROBES : opt.conns;
     struct rlimit rl = {(rlim_t)NC + 1024, (rlim_t)NC + 1024};

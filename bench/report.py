@@ -23,6 +23,7 @@ class Metric:
     label: str
     get: Callable[[dict], float | str]
     higher_is_better: bool | None  # None: not a ratio-able number
+    case_suffix: str = ""  # and the case name ends with this (idle: echo conns vs chat members)
 
 
 def _echo_metrics() -> list[Metric]:
@@ -61,15 +62,40 @@ def _fanout_metrics() -> list[Metric]:
     return ms
 
 
+def _get(key: str) -> Callable[[dict], float]:
+    return lambda r: r[key]
+
+
+_rss, _new = _get("rss_kb_per_conn"), _get("new_conn_total_ms")
+
+
+def _still_open(r: dict) -> str:
+    return f"{r['still_open_after_hold']}/{r['idle_connections']}"
+
+
+def _settled(r: dict) -> float | str:
+    return r["settle_s"] if r["settled"] else f"not within {r['settle_s']:.0f} s"
+
+
 def _idle_metrics() -> list[Metric]:
+    conns, chat = "idle conns", "idle chat members"
+    msg, msg2 = _get("idle_msg_ms"), _get("idle_msg2_ms")
+    new_member = "new member: connect+join+own message back, median of 5 (ms)"
     return [
-        Metric("idle", "", "server RSS KiB per connection", lambda r: r["rss_kb_per_conn"], False),
-        Metric("idle", "", "still open after hold", lambda r: f"{r['still_open_after_hold']}/{r['idle_connections']}", None),
-        Metric("idle", "", "echo on the oldest idle conn (ms)", lambda r: r["idle_echo_ms"], False),
-        Metric("idle", "", "echo on a middle idle conn (ms)", lambda r: r["idle_echo2_ms"], False),
-        Metric("idle", "", "new conn: connect+upgrade+echo, median of 5 (ms)",
-               lambda r: r["new_conn_total_ms"], False),
-        Metric("idle", "", "connections opened per s", lambda r: r["connects_per_s"], True),
+        Metric("idle", "", "server RSS KiB per connection", _rss, False, conns),
+        Metric("idle", "", "still open after hold", _still_open, None, conns),
+        Metric("idle", "", "echo on the oldest idle conn (ms)", _get("idle_echo_ms"), False, conns),
+        Metric("idle", "", "echo on a middle idle conn (ms)", _get("idle_echo2_ms"), False, conns),
+        Metric("idle", "", "new conn: connect+upgrade+echo, median of 5 (ms)", _new, False, conns),
+        Metric("idle", "", "connections opened per s", _get("connects_per_s"), True, conns),
+        # chat members (rooms of bench.scenarios.IDLE_ROOM_SIZE), after the join storm settled
+        Metric("idle", "", "server RSS KiB per member", _rss, False, chat),
+        Metric("idle", "", "still open after hold", _still_open, None, chat),
+        Metric("idle", "", "join storm settled after (s)", _settled, None, chat),
+        Metric("idle", "", "own message back, oldest member (ms)", msg, False, chat),
+        Metric("idle", "", "own message back, middle member (ms)", msg2, False, chat),
+        Metric("idle", "", new_member, _new, False, chat),
+        Metric("idle", "", "members joined per s", _get("connects_per_s"), True, chat),
     ]
 
 
@@ -86,8 +112,12 @@ def _find(rows: list[dict], scenario: str, case_prefix: str, server: str) -> dic
 def _cases(rows: list[dict], metric: Metric) -> list[str]:
     seen: list[str] = []
     for row in rows:
-        if row["scenario"] == metric.scenario and row["case"].startswith(metric.case_prefix) \
-                and row["case"] not in seen:
+        if (
+            row["scenario"] == metric.scenario
+            and row["case"].startswith(metric.case_prefix)
+            and row["case"].endswith(metric.case_suffix)
+            and row["case"] not in seen
+        ):
             seen.append(row["case"])
     return seen
 
@@ -135,9 +165,14 @@ def table(rows: list[dict]) -> str:
                 continue
             better = "" if metric.higher_is_better is None else ("higher" if metric.higher_is_better else "lower")
             cells = [_fmt(vals[k]) for k in present]
-            out.append(f"| {metric.scenario} | {case} | {metric.label} | {better} | " + " | ".join(cells)
-                       + f" | {_ratio(vals.get('wsapp'), vals.get('stock'))}"
-                       + f" | {_ratio(vals.get('wsapp'), vals.get('ceiling'))} |")
+            ratios = ["", ""]
+            if metric.higher_is_better is not None:  # e.g. a settle time: no better side, no ratio
+                ratios = [_ratio(vals.get("wsapp"), vals.get(k)) for k in ("stock", "ceiling")]
+            out.append(
+                f"| {metric.scenario} | {case} | {metric.label} | {better} | "
+                + " | ".join(cells)
+                + f" | {ratios[0]} | {ratios[1]} |"
+            )
     return "\n".join(out)
 
 

@@ -99,6 +99,12 @@ def summary(row: Row) -> str:
             return "failed: " + r.get("first_error", "")
         return (f"sat {r['saturated']['deliveries_per_s']:.0f} deliv/s; fixed p50 {r['fixed']['p50_ms']:.2f} "
                 f"p99 {r['fixed']['p99_ms']:.2f} ms, {r['fixed']['cpu_us_per_delivery']:.1f} us/deliv")
+    if r.get("chat"):
+        settled = "" if r["settled"] else " (NOT settled)"
+        return (
+            f"{r['rss_kb_per_conn']:.2f} KiB/member, settled in {r['settle_s']:.1f} s{settled}, "
+            f"own msg back {r['idle_msg_ms']:.2f} ms, new member {r['new_conn_total_ms']:.2f} ms"
+        )
     return f"{r['rss_kb_per_conn']:.2f} KiB/conn, idle echo {r['idle_echo_ms']:.2f} ms, new {r['new_conn_total_ms']:.2f} ms"
 
 
@@ -169,8 +175,18 @@ def fanout(cfg: Config) -> list[Row]:
     return _run_cases(cfg, "fanout", servers, [(f"{n} members", job(n)) for n in sizes])
 
 
+# Idle chat members per room: every join is broadcast to the members already in the room,
+# so the join storm costs members x (room size - 1) / 2 deliveries; one room of 10,000
+# would be 50 million.
+IDLE_ROOM_SIZE = 100
+
+
 def idle(cfg: Config) -> list[Row]:
-    """Many idle sockets: memory per connection, and whether the server still answers."""
+    """Many idle sockets: memory per connection, and whether the server still answers.
+
+    Two cases, each on its own fresh server (a server that already held and dropped
+    thousands of echo sockets could reuse that memory and under-report the chat members):
+    idle `/echo` connections, then idle chat members in rooms of IDLE_ROOM_SIZE."""
     n = 2000 if cfg.quick else 10_000
     # One process cannot hold more sockets than its hard RLIMIT_NOFILE (20,000 here, and
     # raising it needs CAP_SYS_RESOURCE): keep a margin for the client's other files.
@@ -183,7 +199,25 @@ def idle(cfg: Config) -> list[Row]:
             args.append("--src-spread")  # ~28k ephemeral ports per source address
         return loadgen.run("idle", args, server.pids())
 
-    return _run_cases(cfg, "idle", cfg.servers, [(f"{n} idle conns", run)])
+    def chat(server: Server) -> dict:
+        stamp = int(time.time() * 1000) % 10**9
+        path = f"/chat/idle{stamp}-{{room}}?name=m{{i}}"  # placeholders: see bench/loadgen.c
+        args = ["--port", str(server.port), "--conns", str(n), "--hold", str(cfg.t(2, 1))]
+        args += ["--chat", "--room-size", str(IDLE_ROOM_SIZE), "--path", path]
+        args += ["--concurrency", "200", "--settle-max", "60", "--timeout", "60"]
+        if n > 25_000:
+            args.append("--src-spread")
+        result = loadgen.run("idle", args, server.pids())
+        if result["opened"] == 0:
+            why = str(result.get("first_error"))
+            if " 404" in why or " 400" in why:
+                raise Skip(f"{server.kind} has no usable /chat/<room> yet ({why})")
+            raise RuntimeError(f"no chat member could join: {why}")
+        return result
+
+    chat_servers = tuple(k for k in cfg.servers if k != "ceiling")  # the TCP ceiling has no chat
+    conns = _run_cases(cfg, "idle", cfg.servers, [(f"{n} idle conns", run)])
+    return conns + _run_cases(cfg, "idle", chat_servers, [(f"{n} idle chat members", chat)])
 
 
 SCENARIOS: dict[str, Callable[[Config], list[Row]]] = {

@@ -26,3 +26,78 @@ def test_burst_much_larger_than_the_send_queue_is_echoed_not_dropped():
         ws.sock.sendall(burst)
         thread.join(20)
         assert received == [f"m{i}" for i in range(total)]
+
+
+def test_idle_background_connections_hold_no_request_objects():
+    """Echo and chat sockets leave their request (`serve_in_background`): while they wait,
+    no pywsgi handler, environ, request Flask context or request greenlet is kept for them.
+
+    In-process so the live objects can be counted; the clients run in a thread with plain
+    blocking sockets while this thread runs the server's gevent loop."""
+    import gc
+    import time
+
+    import gevent
+    from flask.ctx import RequestContext
+    from gevent.pywsgi import WSGIServer
+
+    from wsapp import create_app
+    from wsapp.protocol import runtime
+    from wsapp.protocol.handler import WsappHandler
+    from wsapp.settings import Settings
+
+    app = create_app(Settings(max_conn_per_ip=0))
+    server = WSGIServer(("127.0.0.1", 0), app, handler_class=WsappHandler, log=None)
+    server.start()
+    url = f"ws://127.0.0.1:{server.server_port}"
+    opened = threading.Event()
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def clients() -> None:
+        sockets = []
+        try:
+            for i in range(10):
+                sockets.append(RawWS.connect(f"{url}/echo"))
+                sockets.append(RawWS.connect(f"{url}/chat/idle?name=m{i}"))
+            for ws in sockets[::2]:
+                ws.send_text(b"ping")
+                assert ws.recv_message() == (Op.TEXT, b"ping")
+            opened.set()
+            done.wait(10)
+            for ws in sockets[::2]:  # the connections still work after the count
+                ws.send_text(b"still here")
+                assert ws.recv_message() == (Op.TEXT, b"still here")
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+            opened.set()
+        finally:
+            for ws in sockets:
+                ws.close()
+
+    thread = threading.Thread(target=clients)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not opened.is_set() and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        gevent.sleep(0.2)  # the chat joins' broadcasts settle
+        assert not failures, failures
+        gc.collect()
+        live = gc.get_objects()
+        assert runtime.current().count() == 20
+        assert sum(isinstance(o, WsappHandler) for o in live) == 0
+        assert sum(isinstance(o, RequestContext) for o in live) == 0
+        assert sum(isinstance(o, dict) and "wsgi.input" in o for o in live) == 0  # no environ
+        del live
+        done.set()
+        while thread.is_alive() and time.monotonic() < deadline + 10:
+            gevent.sleep(0.01)
+        assert not failures, failures
+        while runtime.current().count() and time.monotonic() < deadline + 15:
+            gevent.sleep(0.01)
+        assert runtime.current().count() == 0
+    finally:
+        done.set()
+        server.stop(timeout=1)
+        thread.join(5)

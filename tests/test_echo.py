@@ -84,3 +84,16 @@ def test_message_sent_together_with_close_is_still_echoed(server):
         ws.close_sent = True
         assert ws.recv_message() == (Op.TEXT, b"last words")
         assert ws.expect_close(1000) == (1000, "")
+
+
+def test_frames_sent_with_the_handshake_are_not_lost(server):
+    """Frames in the same write as the upgrade request sit in the request's read buffer when
+    the socket leaves the request for its own greenlet: they are carried over, in order."""
+    big = os.urandom(3000)  # larger than the handler's 1 KiB read buffer
+    early = encode_frame(Op.TEXT, b"first") + encode_frame(Op.BINARY, big) + encode_frame(Op.TEXT, b"third")
+    with RawWS.connect(server.url("/echo"), early_data=early) as ws:
+        assert ws.recv_message() == (Op.TEXT, b"first")
+        assert ws.recv_message() == (Op.BINARY, big)
+        assert ws.recv_message() == (Op.TEXT, b"third")
+        ws.send_text(b"after")
+        assert ws.recv_message() == (Op.TEXT, b"after")

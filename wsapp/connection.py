@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import gevent
 from geventwebsocket.exceptions import WebSocketError
 
+from wsapp.protocol import runtime
 from wsapp.protocol.frames import CloseCode
 
 if TYPE_CHECKING:
@@ -77,19 +78,66 @@ class Connection:
     @classmethod
     @contextmanager
     def open(cls, ws: WebSocket, settings: Settings, endpoint: str) -> Iterator[Connection]:
-        """Accept the socket, yield the connection, then flush and close it properly."""
+        """Accept the socket, yield the connection, then flush and close it properly.
+
+        Unless the body handed the connection to `serve_in_background`: closing is then
+        that greenlet's job."""
         ws.accept()
         conn = cls(ws, settings, endpoint)
         ws.control_sink = conn.send_frame  # pongs and keepalive pings share the queue
-        try:
+        with conn._closed_at_exit(skip_if_detached=True):
             yield conn
+
+    @contextmanager
+    def _closed_at_exit(self, skip_if_detached: bool = False) -> Iterator[None]:
+        """Close 1000 when the body ends, 1011 (and log, and re-raise) if it raised."""
+        try:
+            yield
         except Exception:
-            log.exception("error in %s handler (conn %s)", endpoint, conn.id)
-            conn.close(CloseCode.INTERNAL_ERROR, "internal server error")
-            conn.wait_closed()
+            log.exception("error in %s handler (conn %s)", self.endpoint, self.id)
+            self.close(CloseCode.INTERNAL_ERROR, "internal server error")
+            self.wait_closed()
             raise
-        conn.close(CloseCode.NORMAL, "")
-        conn.wait_closed()
+        if skip_if_detached and self.ws.detached:
+            return
+        self.close(CloseCode.NORMAL, "")
+        self.wait_closed()
+
+    def serve_in_background(
+        self,
+        handle: Callable[[list[str | bytes]], list[bytes] | None],
+        on_end: Callable[[], None] | None = None,
+    ) -> None:
+        """`serve_batches(handle)` in a greenlet of the connection's own; returns at once.
+
+        The view returns right after this, so the request (its handler, environ, buffered
+        reader and Flask context, and the deep stack of the greenlet that ran it) is freed,
+        and a waiting connection costs only a shallow greenlet and its own objects: an idle
+        echo socket about half of what it cost inside the request. `on_end` runs when the
+        socket is done (before the close handshake), e.g. to leave a chat room; it runs
+        outside any Flask context.
+        """
+        self.ws.detach()
+        if self.ws.detached:  # else it is closed already: the request finishes it
+            gevent.spawn(self._serve_detached, handle, on_end)
+        elif on_end is not None:
+            on_end()
+
+    def _serve_detached(self, handle, on_end) -> None:
+        ws = self.ws
+        try:
+            with self._closed_at_exit():
+                try:
+                    self.serve_batches(handle)
+                finally:
+                    if on_end is not None:
+                        on_end()
+        except Exception:
+            pass  # logged and closed 1011 by _closed_at_exit
+        finally:
+            rt = runtime.current()
+            rt.finish(ws)
+            rt.release(ws.peer_ip)
 
     # --- state ---------------------------------------------------------------------------
 

@@ -20,5 +20,5 @@ def echo_batch(batch: list[str | bytes]) -> list[bytes]:
 def echo_socket():
     ws = request.environ["wsgi.websocket"]
     with Connection.open(ws, get_state().settings, endpoint="echo") as conn:
-        conn.serve_batches(echo_batch)
+        conn.serve_in_background(echo_batch)
     return ""

@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.rawws import ConnectionClosedNoFrame, Op
 from tests.support.servers import running_server
+from wsapp.protocol.runtime import METRICS_FLUSH_INTERVAL
 
 from .conftest import chat_events, connect, http_get, metric_value, refusal, wait_connections
 
@@ -141,9 +142,16 @@ def test_metrics_across_gunicorn_workers(gunicorn_workers):
             for _ in range(3):
                 ws.echo("count me")
         pids = _open_pids(srv)
-        text = _scrape(srv)
+        # A scrape flushes the answering worker's counts at once; the other worker's are
+        # exported by its housekeeping every METRICS_FLUSH_INTERVAL (2 s).
+        deadline = time.monotonic() + 3 * METRICS_FLUSH_INTERVAL
+        while True:
+            text = _scrape(srv)
+            messages = metric_value(text, "wsapp_messages_total", endpoint="echo", direction="in")
+            if messages >= 15 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert metric_value(text, "wsapp_connections_open", endpoint="echo") == 5
-        messages = metric_value(text, "wsapp_messages_total", endpoint="echo", direction="in")
         assert messages >= 15
         # Kill the worker(s) holding the sockets outright: no chance to update anything.
         for pid in pids:

@@ -328,8 +328,11 @@ class RawWS:
         version: str | None = "13",
         timeout: float = DEFAULT_TIMEOUT,
         check_accept: bool = True,
+        early_data: bytes = b"",
     ) -> RawWS:
-        """Open TCP, do the opening handshake, raise HandshakeFailed on anything but 101."""
+        """Open TCP, do the opening handshake, raise HandshakeFailed on anything but 101.
+
+        `early_data` (frames) goes out in the same write as the request, before the 101."""
         host, port, path = parse_url(url)
         key = key if key is not None else new_key()
         deadline = time.monotonic() + timeout
@@ -338,6 +341,7 @@ class RawWS:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(
                 handshake_request(host, port, path, key=key, version=version, headers=headers)
+                + early_data
             )
             buf = bytearray()
             resp = _parse_head(_read_http_head(sock, buf, deadline))

@@ -36,8 +36,8 @@ def refuse(reason: str, status: int = 400):
 class MessageHandler:
     """Handles one member's incoming messages, a batch (one read) at a time.
 
-    A callable for `Connection.serve_batches` rather than a `for` loop over the
-    connection: the waiting member then holds a shallower greenlet stack (memory).
+    A callable for `Connection.serve_in_background` rather than a `for` loop over the
+    connection: the member then waits in a small greenlet of its own (memory).
     """
 
     __slots__ = ("conn", "hub", "member", "max_bytes", "bucket")
@@ -98,9 +98,22 @@ def chat_socket(room: str):
             conn.close(CLOSE_TRY_AGAIN, "chat broker unavailable, try again later")
             return ""
         log.debug("chat join: conn %s name %r room %s peer %s", conn.id, name, room, conn.peer)
-        try:
-            conn.serve_batches(MessageHandler(conn, hub, member, settings))
-        finally:
-            hub.leave(member)
-            log.debug("chat leave: conn %s room %s close %s", conn.id, room, conn.close_code)
+        # The member's messages are read in a greenlet of the connection's own, so the
+        # request and its Flask context are freed while the member sits idle (memory).
+        conn.serve_in_background(MessageHandler(conn, hub, member, settings), on_end=Leave(hub, member, conn))
     return ""
+
+
+class Leave:
+    """What happens when a member's socket is done: leave the room (runs outside Flask)."""
+
+    __slots__ = ("hub", "member", "conn")
+
+    def __init__(self, hub, member, conn: Connection) -> None:
+        self.hub = hub
+        self.member = member
+        self.conn = conn
+
+    def __call__(self) -> None:
+        self.hub.leave(self.member)
+        log.debug("chat leave: conn %s close %s", self.conn.id, self.conn.close_code)

@@ -16,7 +16,6 @@ import logging
 import os
 import secrets
 import socket
-import time
 from http.client import HTTPException
 from io import BytesIO
 from typing import Any
@@ -204,10 +203,12 @@ class WsappHandler(WebSocketHandler):
             rt.metrics.handshake_rejected(label)
             self.reject(rejection)
             return None
+        self._detached = False
         try:
             self._run_websocket_application(rt)
         finally:
-            rt.release(self.client_ip)
+            if not self._detached:  # a detached socket gives its slot back when it ends
+                rt.release(self.client_ip)
         return None
 
     def _run_websocket_application(self, rt: runtime.Runtime) -> None:
@@ -229,7 +230,9 @@ class WsappHandler(WebSocketHandler):
 
         try:
             self.result = self.application(self.environ, start_response)
-            if ws.accepted:
+            if ws.detached:
+                self._discard_result()
+            elif ws.accepted:
                 self._discard_result()
                 failed = bool(app_status) and app_status[-1][:1] == "5"
                 if failed:
@@ -242,14 +245,21 @@ class WsappHandler(WebSocketHandler):
                 if isinstance(code, int) and code >= 400:
                     rt.metrics.handshake_rejected(_APP_REFUSAL_REASONS.get(code, f"http_{code}"))
         finally:
-            if ws.accepted:
-                if ws.state != "CLOSED":
-                    ws.abort()
-                rt.discard(ws)
-                self._log_close(ws)
+            if ws.accepted and not ws.detached:
+                rt.finish(ws)
             self._discard_result()
             self.environ["wsgi.websocket"] = None
             self.websocket = None
+
+    def websocket_detached(self, ws: WebSocket) -> None:
+        """`ws.detach()` took the socket away: this request ends without closing it.
+
+        The socket's own greenlet does the end-of-connection work instead
+        (`Runtime.finish` and `Runtime.release`). pywsgi then finds no socket to close."""
+        self._detached = True
+        self.close_connection = True
+        self.socket = None
+        self.__dict__.pop("rfile", None)
 
     def _discard_result(self) -> None:
         close = getattr(self.result, "close", None)
@@ -302,21 +312,6 @@ class WsappHandler(WebSocketHandler):
             self.environ.get("PATH_INFO"),
             self.peer,
             self.environ.get("HTTP_ORIGIN", "-"),
-        )
-
-    def _log_close(self, ws: WebSocket) -> None:
-        duration = time.monotonic() - ws.opened_at
-        log.info(
-            "ws close conn=%s path=%s peer=%s code=%s by=%s reason=%r duration=%.3fs in=%d out=%d",
-            ws.id,
-            ws.path,
-            self.peer,
-            ws.close_code,
-            ws.close_initiator or "-",
-            ws.close_reason,
-            duration,
-            ws.messages_in,
-            ws.messages_out,
         )
 
     # --- logging -------------------------------------------------------------------------

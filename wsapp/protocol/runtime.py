@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from wsapp.protocol.websocket import WebSocket
 
 log = logging.getLogger("wsapp.runtime")
+close_log = logging.getLogger("wsapp.handler")  # the open line is the handler's: same logger
 
 METRICS_FLUSH_INTERVAL = 2.0
 KEEPALIVE_REASON = "keepalive timeout"
@@ -111,6 +112,24 @@ class Runtime:
                 self.metrics.connection_closed(track[0])
                 self.metrics.record_close(track[0], ws.close_code, ws.close_reason or "")
         self._ping_sent.pop(ws, None)
+
+    def finish(self, ws: WebSocket) -> None:
+        """A socket's serving is over: make sure TCP is gone, forget it, log one close line."""
+        if ws.state != "CLOSED":
+            ws.abort()
+        self.discard(ws)
+        close_log.info(
+            "ws close conn=%s path=%s peer=%s code=%s by=%s reason=%r duration=%.3fs in=%d out=%d",
+            ws.id,
+            ws.path,
+            ws.peer,
+            ws.close_code,
+            ws.close_initiator or "-",
+            ws.close_reason,
+            time.monotonic() - ws.opened_at,
+            ws.messages_in,
+            ws.messages_out,
+        )
 
     def count(self) -> int:
         return len(self.sockets)

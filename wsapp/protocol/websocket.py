@@ -7,7 +7,10 @@ Compared with gevent-websocket 0.10.1 it
   lingers so the peer actually receives our close frame before TCP goes away;
 - serialises writes with a lock, so greenlets sending at once never interleave frames;
 - is accepted lazily: no 101 is written until the view calls `accept()` (or first
-  receives/sends), so a view can still refuse with a plain HTTP status.
+  receives/sends), so a view can still refuse with a plain HTTP status;
+- can leave the request that opened it (`detach`): the socket then lives on in a greenlet
+  of its own, and the handler, its environ, buffered reader and the request's Flask
+  context are freed while the connection waits (about half of an idle socket's memory).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
+from gevent import socket as gsocket
 from gevent.event import Event
 from gevent.lock import Semaphore
 from geventwebsocket.exceptions import WebSocketError
@@ -47,7 +51,7 @@ class WebSocket(StockWebSocket):
         "settings", "id", "peer", "peer_ip", "_socket", "_rfile", "_recv", "_raw_send", "_parser",
         "_pending", "_deferred_close", "_write_lock", "_closed_event", "_reader", "state", "opened_at",
         "close_code", "close_reason", "close_initiator", "last_received", "messages_in", "messages_out",
-        "bytes_in", "bytes_out", "control_sink", "__dict__", "__weakref__",
+        "bytes_in", "bytes_out", "control_sink", "detached", "_carry", "__dict__", "__weakref__",
     )
 
     def __init__(self, environ: dict, handler: Any, settings: Settings) -> None:  # noqa: D107
@@ -82,6 +86,9 @@ class WebSocket(StockWebSocket):
         self.bytes_out = 0
         #: Where pong replies go; a Connection points it at its writer queue (one writer).
         self.control_sink: Callable[[bytes], Any] | None = None
+        #: True once `detach` moved the socket off the request that opened it.
+        self.detached = False
+        self._carry = b""  # bytes taken from the handler's rfile at detach, read first
 
     def __del__(self) -> None:
         """No I/O from the garbage collector (the stock class closes here)."""
@@ -196,6 +203,32 @@ class WebSocket(StockWebSocket):
         self._send_close(code, reason, initiator="server")
         self._wait_closed()
 
+    def detach(self) -> None:
+        """Leave the request that opened this socket; serving goes on in another greenlet.
+
+        The gevent socket is re-wrapped around the same file descriptor (the handler's
+        object is detached, so neither the handler nor the server closes the descriptor
+        when the request ends), bytes still in the handler's rfile are carried over, and
+        only the two environ entries the socket itself uses are kept. After this the
+        handler tells the runtime it no longer owns the connection.
+        """
+        if self.detached or self.state != OPEN:
+            return
+        if self._recv is None:
+            self._carry = self._take_buffered()
+        old = self._socket
+        family, kind, proto = old.family, old.type, old.proto
+        new = gsocket.socket(family, kind, proto, fileno=old.detach())
+        self._socket = new
+        self._recv = new.recv
+        self._raw_send = new._sock.send
+        self._rfile = None
+        environ = self.environ
+        self.environ = {key: environ[key] for key in ("PATH_INFO", "HTTP_ORIGIN") if key in environ}
+        handler, self.handler = self.handler, None
+        self.detached = True
+        handler.websocket_detached(self)
+
     # --- reading -------------------------------------------------------------------------
 
     def _read(self) -> bytes:
@@ -208,7 +241,9 @@ class WebSocket(StockWebSocket):
         self._reader = gevent.getcurrent()
         try:
             recv = self._recv
-            if recv is not None:
+            if self._carry:
+                data, self._carry = self._carry, b""
+            elif recv is not None:
                 data = recv(READ_SIZE)
             else:
                 data = self._take_buffered()
