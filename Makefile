@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 SYSTEM_PACKAGES := redis-server nginx chromium
 
-.PHONY: run test lint soak bench bench-quick system-deps venv clean
+.PHONY: run test lint soak bench bench-quick system-deps venv speedups clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -23,8 +23,13 @@ $(DEVSTAMP): requirements.txt requirements-dev.txt | $(PY)
 
 venv: $(STAMP)
 
+## The C framing loops (wsapp/protocol/_speedups.c): built when gcc and the Python headers
+## are there, else wsapp runs the same protocol in pure Python (slower; see README).
+speedups: | $(PY)
+	$(PY) -m wsapp.protocol.build_speedups
+
 ## Start the embedded server (memory broker, no external service) on WSAPP_HOST:WSAPP_PORT.
-run: $(STAMP)
+run: $(STAMP) speedups
 	$(PY) -m wsapp serve
 
 ## Install whatever the tests need (system packages via apt when missing), then run them.
@@ -34,25 +39,28 @@ system-deps:
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	$(PYTHON) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	  || missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
 test: system-deps $(DEVSTAMP)
+	$(PY) -m wsapp.protocol.build_speedups --require
 	$(VENV)/bin/ruff check wsapp tests bench deploy wsgi.py gunicorn.conf.py
 	$(PY) -m pytest -q
 
 lint: $(DEVSTAMP)
 	$(VENV)/bin/ruff check wsapp tests bench deploy wsgi.py gunicorn.conf.py
 
-soak: system-deps $(DEVSTAMP)
+soak: system-deps $(DEVSTAMP) speedups
 	$(PY) -m bench.soak
 
-bench: system-deps $(DEVSTAMP)
+bench: system-deps $(DEVSTAMP) speedups
 	$(PY) -m bench.run
 
-bench-quick: system-deps $(DEVSTAMP)
+bench-quick: system-deps $(DEVSTAMP) speedups
 	$(PY) -m bench.run --quick
 
 clean:

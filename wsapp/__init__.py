@@ -44,6 +44,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = max(64 * 1024, settings.max_chat_bytes * 8)
     state = init_state(app, settings)
     runtime.configure(settings)
+    from wsapp.protocol import frames
+
+    if frames.use_speedups(settings.speedups):
+        framing = "C speedups"
+    elif settings.speedups:
+        framing = "pure Python (C speedups not built: make speedups)"
+    else:
+        framing = "pure Python (WSAPP_SPEEDUPS=0)"
+    logging.getLogger("wsapp").info("framing: %s", framing)
 
     from wsapp import echo, web
 

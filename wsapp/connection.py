@@ -194,7 +194,16 @@ class Connection:
     # --- sending -------------------------------------------------------------------------
 
     def send_frame(self, frame: bytes) -> bool:
-        """Queue one pre-encoded frame; never blocks. False if closed or now closed for overflow."""
+        """Queue one pre-encoded frame; never blocks. False if closed or now closed for overflow.
+
+        The broadcast path (called once per member per chat message), so the common case,
+        an idle member with nothing queued, takes no detour through `send_frames`."""
+        if self._closing or self.ws.state != "OPEN":
+            return False
+        if self._writer is None and self._batch_owner is None and not self._queue:
+            self._queue.append(frame)
+            self._wake_writer()
+            return True
         return self.send_frames((frame,))
 
     def send_frames(self, frames: list[bytes] | tuple[bytes, ...]) -> bool:
@@ -290,13 +299,13 @@ class Connection:
         if ws.state != "OPEN":
             queue.clear()
             return
-        if self._closing or ws.write_busy():
-            self._writer = gevent.spawn(self._drain)  # a close to perform, or a write under way
+        if self._closing:
+            self._writer = gevent.spawn(self._drain)  # a close to perform
             return
         self._queue = []
         data = queue[0] if len(queue) == 1 else b"".join(queue)
         try:
-            sent = ws.write_nowait(data)
+            sent = ws.write_nowait(data)  # 0 while another greenlet is mid-write: it goes on below
         except WebSocketError:
             return
         if sent < len(data):

@@ -6,14 +6,14 @@ from flask import Blueprint, request
 
 from wsapp.app_state import get_state
 from wsapp.connection import Connection
-from wsapp.protocol.frames import encode_message
+from wsapp.protocol.frames import encode_messages
 
 bp = Blueprint("echo", __name__)
 
 
 def echo_batch(batch: list[str | bytes]) -> list[bytes]:
     """Every message back as it came: text as text, binary as binary."""
-    return [encode_message(message) for message in batch]
+    return encode_messages(batch)
 
 
 @bp.route("/echo", websocket=True)

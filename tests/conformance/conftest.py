@@ -1,7 +1,9 @@
 """Fixtures for the RFC 6455 conformance suite (modelled on the Autobahn test suite).
 
 By default every case runs against real wsapp processes in both serving modes
-(`python -m wsapp serve` and gunicorn), on the `/echo` endpoint:
+(`python -m wsapp serve` and gunicorn), on the `/echo` endpoint, and once more against
+`serve` with WSAPP_SPEEDUPS=0 (the pure Python framing that runs where the C loops are
+not built):
 
     .venv/bin/python -m pytest tests/conformance -q
 
@@ -26,7 +28,13 @@ from tests.support.rawws import HTTPResponse, Op, RawWS
 from tests.support.servers import ServerProcess, running_server
 
 EXTERNAL_URL = os.environ.get("WSAPP_CONFORMANCE_URL", "").strip()
-MODES = ["url"] if EXTERNAL_URL else ["serve", "gunicorn"]
+MODES = ["url"] if EXTERNAL_URL else ["serve", "gunicorn", "serve-pure-python"]
+#: How each mode runs: serving mode, extra environment, the start-up line that proves it.
+MODE_SETUP = {
+    "serve": ("serve", {}, "framing: C speedups"),
+    "gunicorn": ("gunicorn", {}, "framing: C speedups"),
+    "serve-pure-python": ("serve", {"WSAPP_SPEEDUPS": "0"}, "framing: pure Python (WSAPP_SPEEDUPS=0)"),
+}
 TIMEOUT = float(os.environ.get("WSAPP_CONFORMANCE_TIMEOUT", "2.0"))
 
 DEFAULT_LIMIT = 1 << 20  # WSAPP_MAX_MESSAGE_BYTES default: 1 MiB, inclusive
@@ -82,7 +90,9 @@ def _target(mode: str, limit: int | None, env: dict[str, str]) -> Iterator[Targe
     if EXTERNAL_URL:
         yield Target("url", EXTERNAL_URL, None)
         return
-    with running_server(mode, env=env) as srv:
+    serving, extra, framing = MODE_SETUP[mode]
+    with running_server(serving, env={**env, **extra}) as srv:
+        srv.wait_for_log(framing)
         yield Target(mode, srv.url(ECHO_PATH), limit, srv)
         log = srv.log_text()
     # Hostile input must get a close code and a log line, never an unhandled exception.

@@ -24,6 +24,28 @@ try:
     from wsaccel.xormask import XorMaskerSimple as _CMasker
 except ImportError:  # pragma: no cover - exercised only without wsaccel
     _CMasker = None
+# Our own C loops for the two per-message hot spots (built by wsapp.protocol.build_speedups;
+# the Python versions below do the same and are used when it is not built).
+try:
+    from wsapp.protocol import _speedups
+except ImportError:
+    _speedups = None
+_c_encode_messages = _speedups.encode_messages if _speedups is not None else None
+_c_scan_data_frames = _speedups.scan_data_frames if _speedups is not None else None
+
+
+def use_speedups(enabled: bool) -> bool:
+    """Switch the compiled loops on (if built) or off (WSAPP_SPEEDUPS); True if now in use."""
+    global _c_encode_messages, _c_scan_data_frames
+    on = enabled and _speedups is not None
+    _c_encode_messages = _speedups.encode_messages if on else None
+    _c_scan_data_frames = _speedups.scan_data_frames if on else None
+    return on
+
+
+def speedups_enabled() -> bool:
+    """Whether the compiled `_speedups` loops are in use (logged at start)."""
+    return _c_scan_data_frames is not None
 
 
 class Opcode(IntEnum):
@@ -118,6 +140,13 @@ def encode_message(message: str | bytes) -> bytes:
     if length < 65536:
         return _PACK_H16(first, 126, length) + payload
     return _PACK_H64(first, 127, length) + payload
+
+
+def encode_messages(messages: list[str | bytes]) -> list[bytes]:
+    """`encode_message` for each message (one C call when the speedups are built)."""
+    if _c_encode_messages is not None:
+        return _c_encode_messages(messages)
+    return [encode_message(message) for message in messages]
 
 
 def encode_close_payload(code: int | None = CloseCode.NORMAL, reason: str = "") -> bytes:
@@ -326,7 +355,8 @@ class Parser:
 
     def _feed(self, data: bytes, events: list[Event]) -> None:
         if not self._buf and self._opcode is None and self._msg_opcode is None:
-            pos = self._feed_fast(data, events)
+            scan = _c_scan_data_frames
+            pos = scan(data, self.max_message_bytes, events) if scan is not None else self._feed_fast(data, events)
             if pos == len(data):
                 return
             data = data[pos:]
@@ -363,7 +393,7 @@ class Parser:
         n = len(data)
         pos = 0
         limit = self.max_message_bytes
-        unmask = apply_mask
+        unmask = _c_apply_mask or apply_mask  # the C function itself: one call per frame
         append = events.append
         while n - pos >= 6:
             b0 = data[pos]

@@ -416,19 +416,22 @@ class WebSocket(StockWebSocket):
             raise WebSocketError("Socket is dead") from exc
         self.bytes_out += len(data)
 
-    def write_busy(self) -> bool:
-        """A greenlet is in the middle of writing (holding the write lock)."""
-        return self._write_lock.locked()
-
     def write_nowait(self, data: bytes) -> int:
         """One non-blocking send; returns how many bytes the kernel took (maybe 0).
 
-        For callers that cannot wait (loop callbacks) and have checked `write_busy()`.
+        For callers that cannot wait (loop callbacks). Takes nothing (0) while a greenlet
+        is in the middle of a write, so frames never interleave: the caller then writes
+        the rest through `send_frame`, which waits its turn. Kept flat (no helper calls):
+        a fan-out calls it once per member.
         """
         if self.state != OPEN:
             raise WebSocketError("Connection is already closed")
+        if self._write_lock.locked():
+            return 0
         try:
-            sent = self._send_some(data)
+            sent = self._raw_send(data)
+        except BlockingIOError:
+            return 0
         except OSError as exc:
             self._on_transport_lost()
             raise WebSocketError("Socket is dead") from exc
