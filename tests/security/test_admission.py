@@ -175,10 +175,15 @@ def test_connections_per_ip_429_and_per_process_503(limits_server):
         for ws in held:
             ws.close()
     wait_connections(srv, 0)
-    # Slots are given back when connections end, and refused handshakes never held one.
-    again = [connect(srv) for _ in range(3)]
-    for ws in again:
-        ws.close()
+    # Slots are given back when connections end (exactly once: a fourth is still refused),
+    # and refused handshakes never held one. Chat members (served outside their request,
+    # like echo sockets) count the same.
+    for path in ("/echo", "/chat/limits?name=a"):
+        again = [connect(srv, path) for _ in range(3)]
+        assert refusal(srv, path=path).status == 429
+        for ws in again:
+            ws.close()
+        wait_connections(srv, 0)
 
 
 def test_refused_view_handshakes_give_their_slot_back(limits_server):
