@@ -28,7 +28,9 @@ def init_app(app: Flask, settings: Settings, broker: Broker | None = None) -> Hu
 
     broker = broker or create_broker(settings)
     broker.start()
-    hub = Hub(broker, history=settings.history, queue_limit=settings.send_queue)
+    from wsapp.connection import send_to_all
+
+    hub = Hub(broker, history=settings.history, queue_limit=settings.send_queue, send_to_all=send_to_all)
     state = get_state(app)
     state.broker = broker
     state.hub = hub

@@ -61,6 +61,11 @@ class ChatConnection(Protocol):
     def close(self, code: int = 1000, reason: str = "") -> Any: ...
 
 
+def _send_each(conns: list[ChatConnection], frame: bytes) -> None:
+    for conn in conns:
+        conn.send_frame(frame)
+
+
 def text_frame(payload: bytes) -> bytes:
     """Frame a UTF-8 JSON payload as one unmasked server text frame."""
     from wsapp.protocol.frames import Opcode, encode_frame
@@ -164,8 +169,11 @@ class Hub:
         queue_limit: int = 1000,
         replay_timeout: float = 10.0,
         framer: Callable[[bytes], bytes] = text_frame,
+        send_to_all: Callable[[list[ChatConnection], bytes], None] | None = None,
     ) -> None:
         self.broker = broker
+        #: Writes one frame to many connections; wsapp passes `connection.send_to_all`.
+        self.send_to_all = send_to_all or _send_each
         self.history = history
         self.queue_limit = queue_limit
         self.buffer_limit = queue_limit
@@ -199,11 +207,12 @@ class Hub:
                 if lm.member.id != skip:  # a member does not get its own join: hello said it
                     lm.deliver(event, frame)
         else:
-            for lm in members:  # the hot loop: one call per live member
-                if lm.live:
-                    lm.conn.send_frame(frame)
-                else:
-                    lm.deliver(event, frame)
+            live = [lm.conn for lm in members if lm.live]
+            self.send_to_all(live, frame)
+            if len(live) < len(members):
+                for lm in members:
+                    if not lm.live:
+                        lm.deliver(event, frame)
         self.fanout_frames += len(members)
         metrics.observe_fanout(time.perf_counter() - started)
 
