@@ -81,6 +81,24 @@ class Client:
     def next(self, timeout: float = 5.0) -> dict[str, Any]:
         return json.loads(self.ws.recv(timeout=timeout))
 
+    def say_until_acked(self, text: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Send `text` with a ref until it is acked; `unavailable` errors mean "try again"."""
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            ref = f"{text}-{attempt}"
+            self.say(text, ref=ref)
+            while True:
+                event = self.next(max(0.01, deadline - time.monotonic()))
+                if event["type"] == "ack" and event.get("ref") == ref:
+                    return event
+                if event["type"] == "error" and event.get("ref") == ref:
+                    assert event["code"] == "unavailable", event
+                    assert time.monotonic() < deadline, f"{self.name}: still unavailable after {timeout}s"
+                    time.sleep(0.2)
+                    break
+
     def next_of(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
