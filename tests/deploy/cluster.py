@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -241,6 +242,28 @@ class Cluster:
             assert len(found) == len(self.backends), f"ip_hash put every source on {found}"
             self._sources = found
         return self._sources
+
+    def log_sizes(self) -> list[int]:
+        """Where each backend's log ends now (for `wait_workers_reconnected`)."""
+        return [len(srv.log_text()) if srv is not None else 0 for srv in self.backends]
+
+    def wait_workers_reconnected(self, since: list[int], timeout: float = 15.0) -> None:
+        """Every worker of every backend logged its Redis reconnect after `since`.
+
+        /readyz reaches whichever worker the kernel hands the connection to, so it cannot
+        tell that *all* workers are back; the next test's clients may land on any of them."""
+        want = int(self.env["WSAPP_WORKERS"])
+        deadline = time.monotonic() + timeout
+        for i, srv in enumerate(self.backends):
+            if srv is None:
+                continue
+            while True:
+                tail = srv.log_text()[since[i]:]
+                pids = set(re.findall(r"\[(\d+)\] redis broker: reconnected to", tail))
+                if len(pids) >= want:
+                    break
+                assert time.monotonic() < deadline, f"backend {i}: only workers {pids} reconnected to Redis"
+                time.sleep(0.05)
 
     def wait_ready(self, i: int, ready: bool, timeout: float = 10.0, hits: int = 6) -> float:
         """Poll /readyz of backend i directly until `hits` answers in a row say `ready`."""

@@ -156,6 +156,7 @@ def test_redis_restart_mid_conversation(cluster: Cluster) -> None:
     ann.say("before")
     assert bob.next_of("message")["text"] == "before"
 
+    logs = cluster.log_sizes()
     cluster.redis.stop()
     for i in (0, 1):
         cluster.wait_ready(i, False, timeout=5)
@@ -171,6 +172,7 @@ def test_redis_restart_mid_conversation(cluster: Cluster) -> None:
     cluster.redis.start()
     for i in (0, 1):
         cluster.wait_ready(i, True, timeout=10)
+    cluster.wait_workers_reconnected(logs)  # every worker, so the next test starts clean
     # /readyz reached one worker per backend, not necessarily the one holding each client:
     # a worker still reconnecting answers "unavailable" (the client should retry), never silence.
     ann.say_until_acked("after")
