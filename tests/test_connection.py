@@ -7,6 +7,8 @@ import socket
 import struct
 import threading
 
+import pytest
+
 from tests.support.rawws import Op, RawWS, WSError, encode_frame
 from tests.support.servers import running_server
 
@@ -111,3 +113,91 @@ def test_idle_background_connections_hold_no_request_objects():
         done.set()
         server.stop(timeout=1)
         thread.join(5)
+
+
+class _Handler:
+    """What WebSocket needs from pywsgi's handler; the socket is a real (gevent) one."""
+
+    def __init__(self, sock) -> None:
+        self.socket = sock
+        self.rfile = sock.makefile("rb", -1)
+        self.connection_id = "t"
+        self.peer = self.peer_ip = "127.0.0.1"
+
+    def send_upgrade(self, ws) -> None:
+        pass
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest(impl, monkeypatch):
+    """`send_to_all` with the C loop and with the Python one: same outcome for a ready
+    member, a member with frames already queued (order kept), a closed one, one whose
+    socket buffer is full (partial send, the rest follows) and one whose peer is gone."""
+    import gevent
+    from gevent import socket as gsocket
+
+    from wsapp import connection
+    from wsapp.connection import Connection, send_to_all
+    from wsapp.protocol import frames
+    from wsapp.protocol.websocket import WebSocket
+    from wsapp.settings import Settings
+
+    if impl == "c":
+        assert frames.c_broadcast is not None, "C speedups not built"
+    else:
+        monkeypatch.setattr(frames, "c_broadcast", None)
+    settings = Settings()
+
+    def member():
+        server, client = gsocket.socketpair()
+        ws = WebSocket({"PATH_INFO": "/t"}, _Handler(server), settings)
+        ws.accept()
+        conn = Connection(ws, settings, "test")
+        ws.control_sink = conn.send_frame
+        return conn, client
+
+    def read_exactly(sock, n: int) -> bytes:
+        data = b""
+        with gevent.Timeout(5):
+            while len(data) < n:
+                chunk = sock.recv(n - len(data))
+                assert chunk, "closed early"
+                data += chunk
+        return data
+
+    ready, ready_peer = member()
+    busy, busy_peer = member()
+    closed, _closed_peer = member()
+    full, full_peer = member()
+    gone, gone_peer = member()
+
+    closed.ws.abort()
+    full.ws._socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    filler = 0
+    while True:  # fill the kernel buffers of `full`
+        sent = full.ws.write_nowait(b"f" * 4096)
+        filler += sent
+        if sent < 4096:
+            break
+    gone_peer.close()  # a socket pair: the next send() fails with EPIPE
+    gevent.sleep(0.05)
+
+    frame = frames.encode_message("hello")
+    big = frames.encode_message(b"b" * 2_000_000)  # more than a socket pair buffers
+    gevent.sleep(0)  # a new turn of the loop: the first broadcast of a turn is written directly
+    busy.send_frame(b"first")  # queued; the loop callback writes it later
+    send_to_all([ready, busy, closed, full, gone], frame)
+    # The ready member has it before anything else ran, and it was counted.
+    assert read_exactly(ready_peer, len(frame)) == frame
+    assert ready.ws.messages_out == 1 and ready.ws.bytes_out == len(frame)
+    assert busy.queued() == 2  # behind the frame already queued
+    assert closed.queued() == 0
+    gevent.sleep(0.05)
+    assert read_exactly(busy_peer, 5 + len(frame)) == b"first" + frame
+    assert gone.ws.state == "CLOSED" and gone.ws.close_code == 1006
+    # `full` gets the rest of the filler, then the whole frame: never a torn frame.
+    assert read_exactly(full_peer, filler + len(frame))[filler:] == frame
+    # A partial send: the kernel takes part of a big frame, the rest follows via the queue.
+    connection._in_burst = False
+    send_to_all([ready], big)
+    assert read_exactly(ready_peer, len(big)) == big

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import gevent
 from geventwebsocket.exceptions import WebSocketError
 
-from wsapp.protocol import runtime
+from wsapp.protocol import frames, runtime
 from wsapp.protocol.frames import CloseCode
 
 if TYPE_CHECKING:
@@ -70,9 +70,11 @@ def send_to_all(conns: list[Connection], frame: bytes) -> None:
     Further broadcasts in the same turn of the event loop (a burst, e.g. several messages
     in one read from Redis pub/sub) are queued instead, so the loop callback writes each
     member the rest of the burst with one send() rather than one per message.
-    One flat loop with no Python call per member but the send() itself (it reads the
-    WebSocket's write state directly for that reason): about three quarters of the server
-    CPU per delivery is then the kernel's send() (perf; docs/performance.md).
+
+    The direct part runs in C when the speedups are built (`_speedups.broadcast`, same
+    rules) and otherwise in one flat Python loop that reads the WebSocket's write state
+    directly: about three quarters of the server CPU per delivery is then the kernel's
+    send() itself (perf; docs/performance.md).
     """
     global _in_burst
     if _in_burst:
@@ -81,7 +83,16 @@ def send_to_all(conns: list[Connection], frame: bytes) -> None:
         return
     _in_burst = True
     gevent.get_hub().loop.run_callback(_end_burst)
+    broadcast = frames.c_broadcast
+    leftovers = broadcast(conns, frame) if broadcast is not None else _broadcast_py(conns, frame)
+    for conn, sent in leftovers:
+        _finish_broadcast(conn, frame, sent)
+
+
+def _broadcast_py(conns: list[Connection], frame: bytes) -> list[tuple[Connection, int | None]]:
+    """The pure Python `_speedups.broadcast`: send to the ready ones, return the rest."""
     size = len(frame)
+    rest: list[tuple[Connection, int | None]] = []
     for conn in conns:
         ws = conn.ws
         if (
@@ -92,21 +103,33 @@ def send_to_all(conns: list[Connection], frame: bytes) -> None:
             or ws.state != "OPEN"
             or ws._write_lock.locked()
         ):
-            conn.send_frame(frame)
+            rest.append((conn, None))
             continue
         try:
             sent = ws._raw_send(frame)
         except BlockingIOError:
             sent = 0
-        except OSError:
-            ws._on_transport_lost()
+        except OSError as exc:
+            rest.append((conn, -(exc.errno or 1)))
             continue
-        ws.bytes_out += sent
         if sent == size:
+            ws.bytes_out += size
             ws.messages_out += 1
-        else:  # the kernel took part of it: the rest goes out through the queue, in order
-            conn._queue.append(memoryview(frame)[sent:])
-            conn._writer = gevent.spawn(conn._drain)
+        else:
+            rest.append((conn, sent))
+    return rest
+
+
+def _finish_broadcast(conn: Connection, frame: bytes, sent: int | None) -> None:
+    """A member the direct send did not serve: not ready, partly written, or dead."""
+    if sent is None:
+        conn.send_frame(frame)  # busy or closing: the queue keeps the order (or refuses)
+    elif sent < 0:
+        conn.ws._on_transport_lost()
+    else:  # the kernel took part of it (or nothing): the rest goes out through the queue
+        conn.ws.bytes_out += sent
+        conn._queue.append(memoryview(frame)[sent:])
+        conn._writer = gevent.spawn(conn._drain)
 
 
 class Connection:

@@ -32,14 +32,18 @@ except ImportError:
     _speedups = None
 _c_encode_messages = _speedups.encode_messages if _speedups is not None else None
 _c_scan_data_frames = _speedups.scan_data_frames if _speedups is not None else None
+#: The direct part of `wsapp.connection.send_to_all`, in C (it lives here so that one switch
+#: turns every compiled loop on or off).
+c_broadcast = _speedups.broadcast if _speedups is not None else None
 
 
 def use_speedups(enabled: bool) -> bool:
     """Switch the compiled loops on (if built) or off (WSAPP_SPEEDUPS); True if now in use."""
-    global _c_encode_messages, _c_scan_data_frames
+    global _c_encode_messages, _c_scan_data_frames, c_broadcast
     on = enabled and _speedups is not None
     _c_encode_messages = _speedups.encode_messages if on else None
     _c_scan_data_frames = _speedups.scan_data_frames if on else None
+    c_broadcast = _speedups.broadcast if on else None
     return on
 
 

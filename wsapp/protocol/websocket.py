@@ -51,7 +51,7 @@ class WebSocket(StockWebSocket):
         "settings", "id", "peer", "peer_ip", "_socket", "_rfile", "_recv", "_raw_send", "_parser",
         "_pending", "_deferred_close", "_write_lock", "_closed_event", "_reader", "state", "opened_at",
         "close_code", "close_reason", "close_initiator", "last_received", "messages_in", "messages_out",
-        "bytes_in", "bytes_out", "control_sink", "detached", "_carry", "__dict__", "__weakref__",
+        "bytes_in", "bytes_out", "control_sink", "detached", "_carry", "fd", "__dict__", "__weakref__",
     )
 
     def __init__(self, environ: dict, handler: Any, settings: Settings) -> None:  # noqa: D107
@@ -89,6 +89,9 @@ class WebSocket(StockWebSocket):
         #: True once `detach` moved the socket off the request that opened it.
         self.detached = False
         self._carry = b""  # bytes taken from the handler's rfile at detach, read first
+        #: The socket's file descriptor once accepted (-1 before): the C broadcast writes to
+        #: it only while `state` is OPEN, which ends before the descriptor is closed.
+        self.fd = -1
 
     def __del__(self) -> None:
         """No I/O from the garbage collector (the stock class closes here)."""
@@ -116,6 +119,7 @@ class WebSocket(StockWebSocket):
         if self.state != CONNECTING:
             return
         self.handler.send_upgrade(self)
+        self.fd = self._socket.fileno()
         self.state = OPEN
         self.opened_at = time.monotonic()
         self.last_received = self.opened_at
