@@ -115,7 +115,7 @@ class Settings:
     ping_timeout: float = _setting(20.0, _float(0.1, 3600.0), "Seconds to wait for a pong before closing the connection 1011.")
     close_timeout: float = _setting(2.0, _float(0.0, 60.0), "Seconds to wait for the peer's close reply before closing TCP.")
     log_level: str = _setting("INFO", _log_level, "Log level: DEBUG, INFO, WARNING or ERROR.")
-    speedups: bool = _setting(True, _bool, "Use the compiled C framing loops when built (`make speedups`); 0 runs the same protocol in pure Python.")
+    speedups: bool = _setting(True, _bool, "Use the compiled C loops (framing, chat broadcast) when built (`make speedups`); 0 runs the same code paths in pure Python.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
