@@ -128,8 +128,7 @@ def _finish_broadcast(conn: Connection, frame: bytes, sent: int | None) -> None:
         conn.ws._on_transport_lost()
     else:  # the kernel took part of it (or nothing): the rest goes out through the queue
         conn.ws.bytes_out += sent
-        conn._queue.append(memoryview(frame)[sent:])
-        conn._writer = gevent.spawn(conn._drain)
+        conn._write_rest_later(frame, sent)
 
 
 class Connection:
@@ -273,17 +272,7 @@ class Connection:
     # --- sending -------------------------------------------------------------------------
 
     def send_frame(self, frame: bytes) -> bool:
-        """Queue one pre-encoded frame; never blocks. False if closed or now closed for overflow.
-
-        Called for every hello, ack, error and keepalive ping (and for broadcasts to members
-        that are busy), so the common case, nothing queued yet, takes no detour through
-        `send_frames`."""
-        if self._closing or self.ws.state != "OPEN":
-            return False
-        if self._writer is None and self._batch_owner is None and not self._queue:
-            self._queue.append(frame)
-            self._wake_writer()
-            return True
+        """Queue one pre-encoded frame; never blocks. False if closed or now closed for overflow."""
         return self.send_frames((frame,))
 
     def send_frames(self, frames: list[bytes] | tuple[bytes, ...]) -> bool:
@@ -389,10 +378,14 @@ class Connection:
         except WebSocketError:
             return
         if sent < len(data):
-            self._queue[:0] = [memoryview(data)[sent:]]
-            self._writer = gevent.spawn(self._drain)
+            self._write_rest_later(data, sent)
         else:
             ws.messages_out += len(queue)
+
+    def _write_rest_later(self, data: bytes, sent: int) -> None:
+        """The kernel took `sent` bytes of `data`: a writer greenlet sends the rest first."""
+        self._queue.insert(0, memoryview(data)[sent:])
+        self._writer = gevent.spawn(self._drain)
 
     def _drain(self) -> None:
         ws = self.ws

@@ -230,20 +230,19 @@ class WsappHandler(WebSocketHandler):
 
         try:
             self.result = self.application(self.environ, start_response)
-            if ws.detached:
-                self._discard_result()
-            elif ws.accepted:
-                self._discard_result()
-                failed = bool(app_status) and app_status[-1][:1] == "5"
-                if failed:
-                    ws.close(CloseCode.INTERNAL_ERROR, "internal server error")
-                else:
-                    ws.close(CloseCode.NORMAL, "")
-            else:
+            if not ws.accepted:
                 self.process_result()
                 code = getattr(self, "code", None)
                 if isinstance(code, int) and code >= 400:
                     rt.metrics.handshake_rejected(_APP_REFUSAL_REASONS.get(code, f"http_{code}"))
+            else:
+                self._discard_result()
+                if not ws.detached:  # a detached socket is closed by its own greenlet
+                    failed = bool(app_status) and app_status[-1][:1] == "5"
+                    if failed:
+                        ws.close(CloseCode.INTERNAL_ERROR, "internal server error")
+                    else:
+                        ws.close(CloseCode.NORMAL, "")
         finally:
             if ws.accepted and not ws.detached:
                 rt.finish(ws)
