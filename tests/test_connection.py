@@ -115,31 +115,17 @@ def test_idle_background_connections_hold_no_request_objects():
         thread.join(5)
 
 
-class _Handler:
-    """What WebSocket needs from pywsgi's handler; the socket is a real (gevent) one."""
-
-    def __init__(self, sock) -> None:
-        self.socket = sock
-        self.rfile = sock.makefile("rb", -1)
-        self.connection_id = "t"
-        self.peer = self.peer_ip = "127.0.0.1"
-
-    def send_upgrade(self, ws) -> None:
-        pass
-
-
 @pytest.mark.parametrize("impl", ["c", "python"])
 def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest(impl, monkeypatch):
     """`send_to_all` with the C loop and with the Python one: same outcome for a ready
     member, a member with frames already queued (order kept), a closed one, one whose
     socket buffer is full (partial send, the rest follows) and one whose peer is gone."""
     import gevent
-    from gevent import socket as gsocket
 
+    from tests.support.socketpair_ws import make_pair
     from wsapp import connection
     from wsapp.connection import Connection, send_to_all
     from wsapp.protocol import frames
-    from wsapp.protocol.websocket import WebSocket
     from wsapp.settings import Settings
 
     if impl == "c":
@@ -149,9 +135,7 @@ def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest(impl, monk
     settings = Settings()
 
     def member():
-        server, client = gsocket.socketpair()
-        ws = WebSocket({"PATH_INFO": "/t"}, _Handler(server), settings)
-        ws.accept()
+        ws, client = make_pair()
         conn = Connection(ws, settings, "test")
         ws.control_sink = conn.send_frame
         return conn, client

@@ -30,8 +30,13 @@ class ChatClient:
 
     def __init__(self, srv: ServerProcess, room: str, name: str | None = "tester", since: str | None = None) -> None:
         self.room = room
+        self._connect(chat_url(srv, room, name=name, since=since))
+
+    def _connect(self, url: str, sock: socket.socket | None = None) -> None:
+        """Open the WebSocket (over `sock` if given) and read the `hello` event."""
         self.ws = connect(
-            chat_url(srv, room, name=name, since=since),
+            url,
+            sock=sock,
             open_timeout=5,
             close_timeout=2,
             max_queue=None,

@@ -10,7 +10,6 @@ chosen source address; ``ip_hash`` keys on the first three octets, so 127.0.0.1 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -26,9 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from websockets.sync.client import connect
-
-from tests.support.closing import close_code_of
+from tests.chat.clients import ChatClient
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ROOT, ServerProcess, free_port, start_server, wait_for_port
 
@@ -59,28 +56,14 @@ def http(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-class Client:
+class Client(ChatClient):
     """A chat client connected through nginx from a given source address."""
 
     def __init__(self, port: int, room: str, name: str, source: str = "127.0.0.1", since: str | None = None) -> None:
         self.room, self.name, self.source = room, name, source
         sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
         query = urlencode({"name": name, **({"since": since} if since else {})})
-        self.ws = connect(
-            f"ws://127.0.0.1:{port}/chat/{room}?{query}",
-            sock=sock,
-            open_timeout=5,
-            close_timeout=2,
-            max_queue=None,
-            ping_interval=None,
-            legacy=True,
-        )
-        self.hello = self.next()
-        assert self.hello["type"] == "hello", self.hello
-        self.id: str = self.hello["id"]
-
-    def next(self, timeout: float = 5.0) -> dict[str, Any]:
-        return json.loads(self.ws.recv(timeout=timeout))
+        self._connect(f"ws://127.0.0.1:{port}/chat/{room}?{query}", sock)
 
     def say_until_acked(self, text: str, timeout: float = 10.0) -> dict[str, Any]:
         """Send `text` with a ref until it is acked; `unavailable` errors mean "try again"."""
@@ -100,13 +83,6 @@ class Client:
                     time.sleep(0.2)
                     break
 
-    def next_of(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            event = self.next(max(0.01, deadline - time.monotonic()))
-            if event["type"] == kind:
-                return event
-
     def message_with(self, text: str, timeout: float = 5.0) -> dict[str, Any]:
         """The next message event whose text is `text` (anything else skipped)."""
         deadline = time.monotonic() + timeout
@@ -114,17 +90,6 @@ class Client:
             event = self.next_of("message", max(0.01, deadline - time.monotonic()))
             if event["text"] == text:
                 return event
-
-    def say(self, text: str, ref: str | None = None) -> None:
-        self.ws.send(json.dumps({"type": "message", "text": text, **({"ref": ref} if ref else {})}))
-
-    def close_code(self, timeout: float = 10.0) -> int | None:
-        """Read until the connection ends; the close code received, None for none (1006)."""
-        return close_code_of(self.ws, timeout)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.ws.close()
 
 
 class Cluster:

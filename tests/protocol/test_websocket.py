@@ -5,30 +5,8 @@ from __future__ import annotations
 import gevent
 from gevent import socket
 
+from tests.support.socketpair_ws import make_pair
 from wsapp.protocol.frames import Opcode, Parser, encode_close, encode_frame
-from wsapp.protocol.websocket import WebSocket
-from wsapp.settings import Settings
-
-
-class FakeHandler:
-    """Just what WebSocket needs from the pywsgi handler; the socket is real."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.socket = sock
-        self.rfile = sock.makefile("rb", -1)
-        self.connection_id = "test-1"
-        self.peer = "127.0.0.1:1"
-        self.peer_ip = "127.0.0.1"
-
-    def send_upgrade(self, ws: WebSocket) -> None:
-        pass
-
-
-def make_pair(**settings):
-    server_sock, client_sock = socket.socketpair()
-    ws = WebSocket({"PATH_INFO": "/t"}, FakeHandler(server_sock), Settings(**settings))
-    ws.accept()
-    return ws, client_sock
 
 
 def read_messages(sock: socket.socket, count: int) -> list:
