@@ -131,12 +131,13 @@ def _ready(kind: str, port: int) -> bool:
         return False
 
 
-def start(kind: str, log_dir: Path, nofile: tuple[int, int]) -> Server:
+def start(kind: str, log_dir: Path, nofile: tuple[int, int], extra_env: dict[str, str] | None = None) -> Server:
     """Spawn one server pinned to CPU 0 with the file limit raised; wait until it answers."""
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     if kind in ("wsapp", "gunicorn"):
         env.update(WSAPP_BENCH_ENV)
+    env.update(extra_env or {})
     log_path = log_dir / f"{kind}-{port}.log"
     argv = [*PRIORITY, "taskset", "-c", SERVER_CPU, "prlimit", f"--nofile={nofile[0]}:{nofile[1]}", *command(kind, port)]
     with open(log_path, "wb") as log:
@@ -156,8 +157,8 @@ def start(kind: str, log_dir: Path, nofile: tuple[int, int]) -> Server:
 
 
 @contextlib.contextmanager
-def running(kind: str, log_dir: Path, nofile: tuple[int, int]) -> Iterator[Server]:
-    server = start(kind, log_dir, nofile)
+def running(kind: str, log_dir: Path, nofile: tuple[int, int], extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    server = start(kind, log_dir, nofile, extra_env)
     try:
         yield server
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import threading
@@ -115,11 +116,32 @@ def test_idle_background_connections_hold_no_request_objects():
         thread.join(5)
 
 
-@pytest.mark.parametrize("impl", ["c", "python"])
-def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest(impl, monkeypatch):
-    """`send_to_all` with the C loop and with the Python one: same outcome for a ready
-    member, a member with frames already queued (order kept), a closed one, one whose
-    socket buffer is full (partial send, the rest follows) and one whose peer is gone."""
+@pytest.fixture
+def send_impl(request, monkeypatch):
+    """Which direct-send loop `send_to_all` uses: C through io_uring, C with send(), Python."""
+    from wsapp.protocol import frames
+
+    impl = request.param
+    if impl == "python":
+        monkeypatch.setattr(frames, "c_broadcast", None)
+        return impl
+    assert frames.c_broadcast is not None, "C speedups not built"
+    if impl == "c-send":
+        assert frames.use_io_uring(False) == "send"
+    else:
+        mode = frames.use_io_uring(True)
+        if mode != "io_uring":
+            pytest.skip(f"this kernel refuses io_uring: {mode}")
+    request.addfinalizer(lambda: frames.use_io_uring(True))
+    return impl
+
+
+@pytest.mark.parametrize("send_impl", ["c-io_uring", "c-send", "python"], indirect=True)
+def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest(send_impl):
+    """`send_to_all` with the C loop (io_uring or send()) and with the Python one: same
+    outcome for a ready member, a member with frames already queued (order kept), a closed
+    one, one whose socket buffer is full (partial send, the rest follows) and one whose
+    peer is gone."""
     import gevent
 
     from tests.support.socketpair_ws import make_pair
@@ -128,10 +150,6 @@ def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest(impl, monk
     from wsapp.protocol import frames
     from wsapp.settings import Settings
 
-    if impl == "c":
-        assert frames.c_broadcast is not None, "C speedups not built"
-    else:
-        monkeypatch.setattr(frames, "c_broadcast", None)
     settings = Settings()
 
     def member():
@@ -181,7 +199,95 @@ def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest(impl, monk
     assert gone.ws.state == "CLOSED" and gone.ws.close_code == 1006
     # `full` gets the rest of the filler, then the whole frame: never a torn frame.
     assert read_exactly(full_peer, filler + len(frame))[filler:] == frame
-    # A partial send: the kernel takes part of a big frame, the rest follows via the queue.
+    # A partial send: the kernel takes part of a big frame, the rest follows via the queue
+    # (two members, so that the C loop sends them as one batch).
     connection._in_burst = False
-    send_to_all([ready], big)
+    send_to_all([ready, busy], big)
+    received = gevent.spawn(read_exactly, busy_peer, len(big))
     assert read_exactly(ready_peer, len(big)) == big
+    assert received.get(timeout=5) == big
+
+
+def _members(count: int):
+    """`count` accepted Connections on socket pairs, with the peers' ends (non-blocking)."""
+    from tests.support.socketpair_ws import make_pair
+    from wsapp.connection import Connection
+    from wsapp.settings import Settings
+
+    settings = Settings()
+    conns, peers = [], []
+    for _ in range(count):
+        ws, peer = make_pair()
+        conns.append(Connection(ws, settings, "test"))
+        peers.append(peer)
+    return conns, peers
+
+
+def _close_all(conns, peers) -> None:
+    for conn, peer in zip(conns, peers, strict=True):
+        conn.ws.abort()
+        peer.close()
+
+
+@pytest.mark.parametrize("send_impl", ["c-io_uring", "c-send"], indirect=True)
+def test_broadcast_to_more_members_than_one_io_uring_batch(send_impl):
+    """1,100 members (io_uring takes 1,024 sends per call): every member gets each frame
+    exactly once and in order, and each delivery is counted once."""
+    import gevent
+
+    from wsapp import connection
+    from wsapp.connection import send_to_all
+    from wsapp.protocol import frames
+
+    conns, peers = _members(1100)
+    try:
+        first, second = frames.encode_message("one"), frames.encode_message("two")
+        gevent.sleep(0)
+        send_to_all(conns, first)
+        connection._in_burst = False
+        send_to_all(conns, second)
+        assert all(conn.queued() == 0 for conn in conns), "a ready member was queued instead of written"
+        for peer in peers:
+            with gevent.Timeout(5):
+                data = b""
+                while len(data) < len(first) + len(second):
+                    data += peer.recv(65536)
+            assert data == first + second
+        assert {(c.ws.messages_out, c.ws.bytes_out) for c in conns} == {(2, len(first) + len(second))}
+    finally:
+        _close_all(conns, peers)
+
+
+def test_forked_worker_sends_through_its_own_io_uring():
+    """A gunicorn worker is forked after the app (and maybe the ring) exists: the child
+    must set up a ring of its own, never submit to its parent's, and the parent's keeps
+    working."""
+    from wsapp.protocol import _speedups, frames
+
+    mode = frames.use_io_uring(True)
+    if mode != "io_uring":
+        pytest.skip(f"this kernel refuses io_uring: {mode}")
+    conns, peers = _members(2)
+    try:
+        parent_frame, child_frame = frames.encode_message("parent"), frames.encode_message("child")
+        assert _speedups.broadcast(conns, parent_frame) == []
+        assert _speedups.ring_owner() == os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child: no gevent here, only the C call
+            ok = _speedups.broadcast(conns, child_frame) == [] and _speedups.ring_owner() == os.getpid()
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child did not send through a ring of its own"
+        assert _speedups.ring_owner() == os.getpid()
+        assert _speedups.broadcast(conns, parent_frame) == []
+        expected = parent_frame + child_frame + parent_frame
+        for peer in peers:
+            raw = socket.socket(fileno=os.dup(peer.fileno()))
+            raw.settimeout(5)
+            data = b""
+            while len(data) < len(expected):
+                data += raw.recv(65536)
+            raw.close()
+            assert data == expected
+    finally:
+        _close_all(conns, peers)

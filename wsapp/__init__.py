@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from wsapp.protocol import frames
 
     if frames.use_speedups(settings.speedups):
-        framing = "C speedups"
+        framing = f"C speedups, broadcasts by {frames.use_io_uring(settings.io_uring)}"
     elif settings.speedups:
         framing = "pure Python (C speedups not built: make speedups)"
     else:

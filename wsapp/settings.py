@@ -116,6 +116,7 @@ class Settings:
     close_timeout: float = _setting(2.0, _float(0.0, 60.0), "Seconds to wait for the peer's close reply before closing TCP.")
     log_level: str = _setting("INFO", _log_level, "Log level: DEBUG, INFO, WARNING or ERROR.")
     speedups: bool = _setting(True, _bool, "Use the compiled C loops (framing, chat broadcast) when built (`make speedups`); 0 runs the same code paths in pure Python.")
+    io_uring: bool = _setting(True, _bool, "Chat broadcasts hand all their sends to the kernel in one io_uring call (Linux, C speedups); 0, or io_uring refused by the kernel (seccomp, `kernel.io_uring_disabled`), sends with one send() per member.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

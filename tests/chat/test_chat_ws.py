@@ -20,6 +20,7 @@ import pytest
 from tests.chat.clients import ChatClient, Collector, StalledReader
 from tests.chat.conftest import CHAT_ENV, new_room
 from tests.support.rawws import Op, RawWS, encode_frame, handshake_request, http_exchange
+from tests.support.servers import running_server
 
 HISTORY = int(CHAT_ENV["WSAPP_HISTORY"])
 MAX_CHAT = int(CHAT_ENV["WSAPP_MAX_CHAT_BYTES"])
@@ -36,6 +37,41 @@ def id_key(message_id: str) -> tuple[int, ...]:
 
 
 # ---- basics, in both serving modes ------------------------------------------------------
+
+
+def _room_gets_every_message(srv, members: int = 40, messages: int = 30) -> None:
+    room = new_room("fan")
+    clients = [ChatClient(srv, room, name=f"m{i}") for i in range(members)]
+    try:
+        sender = clients[0]
+        for i in range(messages):
+            sender.say(f"fan {i}")
+        for c in clients:
+            got = [e["text"] for e in c.messages(messages)]
+            assert got == [f"fan {i}" for i in range(messages)], f"{c.id}: {got}"
+    finally:
+        for c in clients:
+            c.close()
+
+
+@pytest.mark.parametrize("mode", ["serve", "gunicorn"])
+def test_broadcasts_go_through_io_uring_in_both_serving_modes(chat_servers, mode: str) -> None:
+    """The default sends a broadcast's frames to the kernel through io_uring (a gunicorn
+    worker sets up its own ring after the fork); 40 members get all 30 messages in order."""
+    srv = chat_servers(mode)
+    log = srv.wait_for_log("framing: C speedups, broadcasts by ")
+    if "broadcasts by send (io_uring:" in log:
+        pytest.skip("this kernel refuses io_uring: " + log.split("broadcasts by send (io_uring:", 1)[1].split("\n")[0])
+    srv.wait_for_log("framing: C speedups, broadcasts by io_uring")
+    _room_gets_every_message(srv)
+
+
+def test_broadcasts_with_one_send_per_member_when_io_uring_is_off() -> None:
+    """WSAPP_IO_URING=0: the same deliveries with one send() per member (logged at start)."""
+    with running_server("serve", env=CHAT_ENV | {"WSAPP_IO_URING": "0"}) as srv:
+        srv.wait_for_log("framing: C speedups, broadcasts by send")
+        _room_gets_every_message(srv)
+
 
 
 def test_hello_broadcast_and_ack(chat_server) -> None:

@@ -47,6 +47,18 @@ def use_speedups(enabled: bool) -> bool:
     return on
 
 
+def use_io_uring(enabled: bool) -> str:
+    """How the C broadcast sends (WSAPP_IO_URING): "io_uring", "send" or "send (io_uring: why not)".
+
+    io_uring submits a whole broadcast in one system call instead of one send() per member;
+    each send is still non-blocking and done before the call returns, so the results (and
+    what is left for the queues) are exactly those of the send() loop.
+    """
+    if _speedups is None:
+        return "send"
+    return _speedups.set_ring(enabled)
+
+
 def speedups_enabled() -> bool:
     """Whether the compiled `_speedups` loops are in use (logged at start)."""
     return _c_scan_data_frames is not None
