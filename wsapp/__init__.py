@@ -26,7 +26,20 @@ def _optional(module: str):
         raise
 
 
+def _lean_log_records() -> None:
+    """Skip the LogRecord fields our format never shows (logging HOWTO, "Optimization").
+
+    Every socket logs a line at open and at close. Under gevent each greenlet is its own
+    "thread", so `threadName` made logging create a `_DummyThread` for every connection's
+    greenlet, and the caller lookup walked the stack for a file and line nobody prints:
+    46 -> 24 us per line, logged from a fresh greenlet (docs/performance.md)."""
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
+
+
 def configure_logging(settings: Settings) -> None:
+    _lean_log_records()
     logger = logging.getLogger("wsapp")
     logger.setLevel(settings.log_level)
     if not logger.handlers:

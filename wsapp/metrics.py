@@ -21,6 +21,7 @@ import re
 import stat
 import sys
 import tempfile
+from typing import Any
 
 log = logging.getLogger("wsapp.metrics")
 
@@ -112,25 +113,38 @@ def endpoint_of(path: str | None) -> str:
 
 # --- hooks ------------------------------------------------------------------------------
 
+_children: dict[tuple, Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, remembered: every socket's open and close record about
+    seven series, and `labels()` validates and looks up its arguments on every call. (The
+    children stay valid across fork: prometheus-client switches their files by pid.)"""
+    key = (id(metric), *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
 
 def connection_opened(endpoint: str) -> None:
-    CONNECTIONS.labels(endpoint).inc()
-    CONNECTIONS_OPEN.labels(endpoint).inc()
+    _child(CONNECTIONS, endpoint).inc()
+    _child(CONNECTIONS_OPEN, endpoint).inc()
 
 
 def connection_closed(endpoint: str) -> None:
-    CONNECTIONS_OPEN.labels(endpoint).dec()
+    _child(CONNECTIONS_OPEN, endpoint).dec()
 
 
 def record_traffic(endpoint: str, messages_in: int, messages_out: int, bytes_in: int, bytes_out: int) -> None:
     if messages_in:
-        MESSAGES.labels(endpoint, "in").inc(messages_in)
+        _child(MESSAGES, endpoint, "in").inc(messages_in)
     if messages_out:
-        MESSAGES.labels(endpoint, "out").inc(messages_out)
+        _child(MESSAGES, endpoint, "out").inc(messages_out)
     if bytes_in:
-        BYTES.labels(endpoint, "in").inc(bytes_in)
+        _child(BYTES, endpoint, "in").inc(bytes_in)
     if bytes_out:
-        BYTES.labels(endpoint, "out").inc(bytes_out)
+        _child(BYTES, endpoint, "out").inc(bytes_out)
 
 
 SLOW_REASON_MARK = "too slow"
@@ -140,7 +154,7 @@ KEEPALIVE_REASON = "keepalive timeout"
 
 def record_close(endpoint: str, code: int | None, reason: str) -> None:
     """One closed WebSocket; slow consumers, rate limiting and dead peers are told by reason."""
-    CLOSES.labels(endpoint, str(code) if code is not None else "none").inc()
+    _child(CLOSES, endpoint, str(code) if code is not None else "none").inc()
     if code == 1008 and SLOW_REASON_MARK in reason:
         SLOW_CONSUMERS.labels(endpoint).inc()
     elif code == 1008 and reason == RATE_LIMIT_REASON:

@@ -127,3 +127,29 @@ def test_first_frame_in_same_packet_as_handshake(target):
         assert accept_key(key).encode() in data
         assert data.endswith(b"\x81\x05eager"), data[-40:]
     target.assert_healthy()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"this line has no colon", b"Upgrade : websocket", b": no-name", b"Bad Name: x"],
+    ids=["no-colon", "space-before-colon", "empty-name", "space-in-name"],
+)
+def test_malformed_header_line_is_400(target, line):
+    """RFC 9112 5.1: a header line that is not `name: value` gets a 400, never an upgrade
+    (pywsgi's email parser silently dropped the line and every header after it)."""
+    request = target.request()
+    head, _, _ = request.partition(b"\r\n")
+    resp = target.http(request.replace(head + b"\r\n", head + b"\r\n" + line + b"\r\n", 1))
+    assert resp.status == 400, f"{resp.status} {resp.reason}"
+    if target.server is not None:
+        target.server.wait_for_log("Invalid request")
+    target.assert_healthy()
+
+
+def test_folded_header_value_is_unfolded_and_accepted(target):
+    """obs-fold (a line starting with a space continues the previous header) is replaced by
+    a space (RFC 9112 5.2): `Connection: keep-alive,` + ` Upgrade` still upgrades."""
+    request = target.request(headers={"Connection": "keep-alive,\r\n Upgrade"})
+    resp = target.http(request)
+    assert resp.status == 101, f"{resp.status} {resp.reason}"
+    target.assert_healthy()

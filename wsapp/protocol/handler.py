@@ -16,12 +16,9 @@ import logging
 import os
 import secrets
 import socket
-from http.client import HTTPException
-from io import BytesIO
 from typing import Any
 
 import gevent
-from gevent import pywsgi
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
@@ -29,6 +26,7 @@ from wsapp import admission
 from wsapp.protocol import runtime
 from wsapp.protocol.frames import CloseCode
 from wsapp.protocol.handshake import Rejection, check_handshake, upgrade_response, wants_websocket
+from wsapp.protocol.request_head import parse_header_lines
 from wsapp.protocol.websocket import RFILE_CHUNK as RFILE_BUFFER
 from wsapp.protocol.websocket import WebSocket
 
@@ -155,7 +153,8 @@ class WsappHandler(WebSocketHandler):
                 timer.cancel()
 
     def MessageClass(self, fp, *args):  # noqa: N802 - gevent's name
-        """Parse headers from at most MAX_HEADER_BYTES / MAX_HEADER_LINES, else HeadersTooLarge."""
+        """Read at most MAX_HEADER_BYTES / MAX_HEADER_LINES of headers (else HeadersTooLarge)
+        and parse them with `request_head` instead of pywsgi's `email`-based parser."""
         lines = []
         total = 0
         while True:
@@ -168,10 +167,7 @@ class WsappHandler(WebSocketHandler):
                 break
             if len(lines) > MAX_HEADER_LINES:
                 raise HeadersTooLarge(f"more than {MAX_HEADER_LINES} request header lines")
-        try:
-            return pywsgi.headers_factory(BytesIO(b"".join(lines)))
-        except HTTPException as exc:
-            raise HeadersTooLarge(str(exc)) from None
+        return parse_header_lines(lines)  # BadHeaderLine (a ValueError): 400
 
     def _handle_client_error(self, ex):
         if isinstance(ex, HeadersTooLarge):
