@@ -7,6 +7,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -289,5 +290,60 @@ def test_forked_worker_sends_through_its_own_io_uring():
                 data += raw.recv(65536)
             raw.close()
             assert data == expected
+    finally:
+        _close_all(conns, peers)
+
+
+@pytest.mark.parametrize("send_impl", ["c-io_uring"], indirect=True)
+def test_a_send_the_kernel_parks_is_cancelled_and_goes_through_the_queue(send_impl):
+    """On a kernel that parked a send instead of honouring MSG_DONTWAIT, the broadcast must
+    neither wait for that member nor leave the send in flight: it is cancelled (nothing
+    sent), the frame goes through the member's queue after what is already buffered, and
+    the process falls back to send(). Simulated by sending without MSG_DONTWAIT."""
+    import gevent
+
+    from wsapp import connection
+    from wsapp.connection import send_to_all
+    from wsapp.protocol import _speedups, frames
+
+    conns, peers = _members(2)
+    ready, full = conns
+    ready_peer, full_peer = peers
+    try:
+        full.ws._socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        filler = 0
+        while True:  # fill the kernel buffers of `full`
+            sent = full.ws.write_nowait(b"f" * 4096)
+            filler += sent
+            if sent < 4096:
+                break
+        frame = frames.encode_message("parked")
+        gevent.sleep(0)
+        connection._in_burst = False
+        _speedups.ring_force_async(True)
+        try:
+            started = time.monotonic()
+            send_to_all(conns, frame)
+            assert time.monotonic() - started < 1.0, "the broadcast waited for a full socket"
+        finally:
+            _speedups.ring_force_async(False)
+        assert _speedups.ring_owner() == 0, "the ring should be given up after a parked send"
+        assert full.queued() == 1 and ready.queued() == 0
+
+        def read_exactly(sock, n: int) -> bytes:
+            data = b""
+            with gevent.Timeout(5):
+                while len(data) < n:
+                    data += sock.recv(n - len(data))
+            return data
+
+        assert read_exactly(ready_peer, len(frame)) == frame
+        # exactly once, after the filler: the cancelled send put nothing on the wire
+        assert read_exactly(full_peer, filler + len(frame))[filler:] == frame
+        gevent.sleep(0.2)
+        full_peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            full_peer.recv(1)  # and nothing more: no second copy from the cancelled send
+        assert frames.use_io_uring(True) == "io_uring"  # asked again, it is set up again
     finally:
         _close_all(conns, peers)

@@ -453,6 +453,7 @@ static struct {
     size_t sq_map_len, cq_map_len, sqes_len;
     int wanted;        /* set_ring(True), the default */
     int failed_errno;  /* why io_uring cannot be used here (0: not known to fail) */
+    const char *failed_reason;  /* or this, when it is not an errno */
 } ring = {.fd = -1, .wanted = 1};
 
 static void
@@ -468,6 +469,25 @@ ring_close(void)
     ring.cq_map = ring.sq_map = NULL;
     close(ring.fd);
     ring.fd = -1;
+}
+
+/* Whether the kernel has IORING_OP_SEND (5.6 and later; the probe came with it). */
+static int
+ring_supports_send(void)
+{
+    struct io_uring_probe *probe;
+    int supported;
+
+    probe = calloc(1, sizeof *probe + 256 * sizeof(struct io_uring_probe_op));
+    if (probe == NULL) {
+        return 0;
+    }
+    supported = syscall(__NR_io_uring_register, ring.fd, IORING_REGISTER_PROBE, probe, 256) == 0
+                && probe->last_op >= IORING_OP_ASYNC_CANCEL && probe->last_op >= IORING_OP_SEND
+                && (probe->ops[IORING_OP_SEND].flags & IO_URING_OP_SUPPORTED)
+                && (probe->ops[IORING_OP_ASYNC_CANCEL].flags & IO_URING_OP_SUPPORTED);
+    free(probe);
+    return supported;
 }
 
 /* 0, or -1 with errno set. */
@@ -509,6 +529,11 @@ ring_setup(void)
     for (i = 0; i < p.sq_entries; i++) {
         array[i] = i;
     }
+    if (!ring_supports_send()) {
+        ring_close();
+        errno = EOPNOTSUPP;  /* a kernel older than 5.6: io_uring without IORING_OP_SEND */
+        return -1;
+    }
     ring.cq_head = (unsigned *)((char *)ring.cq_map + p.cq_off.head);
     ring.cq_tail = (unsigned *)((char *)ring.cq_map + p.cq_off.tail);
     ring.cq_mask = (unsigned *)((char *)ring.cq_map + p.cq_off.ring_mask);
@@ -518,10 +543,11 @@ ring_setup(void)
 }
 
 static void
-ring_give_up(int why)
+ring_give_up(int why, const char *reason)
 {
     ring_close();
     ring.failed_errno = why ? why : ENOSYS;
+    ring.failed_reason = reason;
 }
 
 /* 1 if this process may send through the ring, 0 if it must use send(). */
@@ -536,21 +562,52 @@ ring_ready(void)
     }
     ring_close();  /* inherited across fork(): the parent's, never to be shared */
     if (ring_setup() < 0) {
-        ring_give_up(errno);  /* e.g. seccomp or kernel.io_uring_disabled: EPERM */
+        ring_give_up(errno, NULL);  /* e.g. seccomp or kernel.io_uring_disabled: EPERM */
         return 0;
     }
     return 1;
 }
 
-/* Send buf to fds[0..n) (n <= SEND_BATCH) in one io_uring_enter: results[i] = bytes sent or
- * -errno. Returns how many the kernel took (their results are set); the caller sends the
- * others itself. */
+#define PENDING PY_SSIZE_T_MIN          /* a result not known yet */
+#define CANCEL_TAG ((uint64_t)1 << 62)  /* user_data of a cancel request */
+
+/* MSG_DONTWAIT on every send; only the tests take it away (ring_force_async), to make the
+ * kernel park sends the way a kernel that ignores MSG_DONTWAIT would. */
+static int ring_msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+
+/* Read the completions that are there: results of sends, and count cancel completions. */
+static void
+ring_reap(Py_ssize_t n, Py_ssize_t *results, unsigned *sends_done, unsigned *cancels_done)
+{
+    unsigned head = *ring.cq_head, ready = __atomic_load_n(ring.cq_tail, __ATOMIC_ACQUIRE);
+    for (; head != ready; head++) {
+        struct io_uring_cqe *cqe = &ring.cqes[head & *ring.cq_mask];
+        if (cqe->user_data & CANCEL_TAG) {
+            (*cancels_done)++;
+        } else if (cqe->user_data < (uint64_t)n) {
+            results[cqe->user_data] = cqe->res;
+            (*sends_done)++;
+        }
+    }
+    __atomic_store_n(ring.cq_head, head, __ATOMIC_RELEASE);
+}
+
+/* Send buf to fds[0..n) (n <= SEND_BATCH) with one io_uring_enter: results[i] = bytes sent
+ * or -errno. Returns how many the kernel took (their results are set); the caller sends
+ * the others itself.
+ *
+ * A send must never stay in flight after this returns (a later frame to the same socket
+ * would overtake it), and the event loop must never wait on a slow member. Every SEND
+ * therefore carries MSG_DONTWAIT and completes while it is submitted. Should a kernel park
+ * one instead (arm a poll and retry later), it is cancelled here: a cancelled send sent
+ * nothing, so it counts as 0 bytes and the frame goes through the member's queue, and the
+ * ring is given up for send() from then on. */
 static Py_ssize_t
 ring_send(const int *fds, Py_ssize_t n, const void *buf, size_t len, Py_ssize_t *results)
 {
-    unsigned tail = *ring.sq_tail, mask = *ring.sq_mask, taken, got = 0;
+    unsigned tail = *ring.sq_tail, mask = *ring.sq_mask, taken, sends_done = 0, cancels_done = 0, cancels = 0;
     Py_ssize_t i;
-    int entered;
+    int entered, parked;
 
     for (i = 0; i < n; i++) {
         struct io_uring_sqe *sqe = &ring.sqes[(tail + (unsigned)i) & mask];
@@ -559,46 +616,67 @@ ring_send(const int *fds, Py_ssize_t n, const void *buf, size_t len, Py_ssize_t 
         sqe->fd = fds[i];
         sqe->addr = (uint64_t)(uintptr_t)buf;
         sqe->len = (uint32_t)len;
-        sqe->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+        sqe->msg_flags = (uint32_t)ring_msg_flags;
         sqe->user_data = (uint64_t)i;
-        results[i] = -EIO;  /* kept only if its completion never arrives (see below) */
+        results[i] = PENDING;
     }
     __atomic_store_n(ring.sq_tail, tail + (unsigned)n, __ATOMIC_RELEASE);
-    entered = (int)syscall(__NR_io_uring_enter, ring.fd, (unsigned)n, (unsigned)n, IORING_ENTER_GETEVENTS, NULL, 0);
+    entered = (int)syscall(__NR_io_uring_enter, ring.fd, (unsigned)n, 0, 0, NULL, 0);
     taken = __atomic_load_n(ring.sq_head, __ATOMIC_ACQUIRE) - tail;
     if (taken < (unsigned)n) {
         /* Not taken (interrupted by a signal, or refused): withdrawn, so they can never go
          * out later, and left to send(). */
         __atomic_store_n(ring.sq_tail, tail + taken, __ATOMIC_RELEASE);
         if (entered < 0 && taken == 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY) {
-            ring_give_up(errno);  /* e.g. io_uring_enter blocked by seccomp */
+            ring_give_up(errno, NULL);  /* e.g. io_uring_enter blocked by seccomp */
             return 0;
         }
     }
-    while (got < taken) {
-        unsigned head = *ring.cq_head, ready = __atomic_load_n(ring.cq_tail, __ATOMIC_ACQUIRE);
-        if (head == ready) {
-            /* only after a signal: a MSG_DONTWAIT send completes while it is submitted */
-            if (syscall(__NR_io_uring_enter, ring.fd, 0, taken - got, IORING_ENTER_GETEVENTS, NULL, 0) < 0
-                && errno != EINTR) {
-                /* Cannot happen with a working ring; the frames may or may not have gone
-                 * out, so these members get -EIO (closed) rather than a duplicate. */
-                ring_give_up(errno);
-                break;
+    ring_reap(n, results, &sends_done, &cancels_done);
+    parked = sends_done < taken;
+    if (parked) {
+        unsigned ctail = *ring.sq_tail;
+        for (i = 0; i < (Py_ssize_t)taken; i++) {
+            if (results[i] == PENDING) {
+                struct io_uring_sqe *sqe = &ring.sqes[(ctail + cancels) & mask];
+                memset(sqe, 0, sizeof *sqe);
+                sqe->opcode = IORING_OP_ASYNC_CANCEL;
+                sqe->fd = -1;
+                sqe->addr = (uint64_t)i;  /* the user_data of the send to cancel */
+                sqe->user_data = CANCEL_TAG | (uint64_t)i;
+                cancels++;
             }
-            continue;
         }
-        for (; head != ready; head++) {
-            struct io_uring_cqe *cqe = &ring.cqes[head & *ring.cq_mask];
-            if (cqe->user_data < (uint64_t)n) {
-                results[cqe->user_data] = cqe->res;
+        __atomic_store_n(ring.sq_tail, ctail + cancels, __ATOMIC_RELEASE);
+    }
+    while (sends_done < taken || cancels_done < cancels) {
+        unsigned submit = *ring.sq_tail - *ring.sq_head;
+        unsigned wait = (taken - sends_done) + (cancels - cancels_done);
+        if (syscall(__NR_io_uring_enter, ring.fd, submit, wait, IORING_ENTER_GETEVENTS, NULL, 0) < 0
+            && errno != EINTR) {
+            /* Cannot happen with a working ring; the frames may or may not have gone out,
+             * so these members get -EIO (closed) rather than a duplicate. */
+            for (i = 0; i < (Py_ssize_t)taken; i++) {
+                if (results[i] == PENDING) {
+                    results[i] = -EIO;
+                }
             }
-            got++;
+            ring_give_up(errno, NULL);
+            return (Py_ssize_t)taken;
         }
-        __atomic_store_n(ring.cq_head, head, __ATOMIC_RELEASE);
+        ring_reap(n, results, &sends_done, &cancels_done);
+    }
+    if (parked) {
+        for (i = 0; i < (Py_ssize_t)taken; i++) {
+            if (results[i] == -ECANCELED) {
+                results[i] = 0;  /* cancelled before it sent anything */
+            }
+        }
+        ring_give_up(0, "this kernel parks MSG_DONTWAIT sends");
     }
     return (Py_ssize_t)taken;
 }
+
 #endif /* HAVE_RING */
 
 /* One non-blocking send of buf to every fd: results[i] = bytes sent or -errno. */
@@ -741,13 +819,31 @@ set_ring(PyObject *module, PyObject *enabled)
         ring_close();
         return PyUnicode_FromString("send");
     }
+    ring.failed_errno = 0;  /* asked again: try again */
+    ring.failed_reason = NULL;
     if (ring_ready()) {
         return PyUnicode_FromString("io_uring");
     }
-    return PyUnicode_FromFormat("send (io_uring: %s)", strerror(ring.failed_errno));
+    return PyUnicode_FromFormat("send (io_uring: %s)",
+                                ring.failed_reason ? ring.failed_reason : strerror(ring.failed_errno));
 #else
     return PyUnicode_FromString(on ? "send (io_uring: not in this build)" : "send");
 #endif
+}
+
+/* ring_force_async(on): tests only. Sends without MSG_DONTWAIT, so that the kernel parks a
+ * send to a full socket as a kernel ignoring MSG_DONTWAIT would (ring_send cancels it). */
+static PyObject *
+ring_force_async(PyObject *module, PyObject *on)
+{
+    int flag = PyObject_IsTrue(on);
+    if (flag < 0) {
+        return NULL;
+    }
+#ifdef HAVE_RING
+    ring_msg_flags = flag ? MSG_NOSIGNAL : (MSG_DONTWAIT | MSG_NOSIGNAL);
+#endif
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -770,6 +866,7 @@ static PyMethodDef methods[] = {
     {"set_ring", set_ring, METH_O,
      "set_ring(enabled) -> 'io_uring' | 'send' | 'send (io_uring: reason)': how broadcast() sends"},
     {"ring_owner", ring_owner, METH_NOARGS, "ring_owner() -> pid of the process whose io_uring is set up, 0 if none"},
+    {"ring_force_async", ring_force_async, METH_O, "tests only: send without MSG_DONTWAIT (see ring_send)"},
     {NULL, NULL, 0, NULL},
 };
 
