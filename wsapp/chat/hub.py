@@ -201,18 +201,17 @@ class Hub:
         started = time.perf_counter()  # issue 6: wsapp_fanout_seconds
         frame = self.framer(events.encode_event(event))
         self.fanout_events += 1
-        if isinstance(event, PresenceEvent):
+        if isinstance(event, PresenceEvent):  # a member does not get its own join: hello said it
             skip = event.member.id
-            for lm in members:
-                if lm.member.id != skip:  # a member does not get its own join: hello said it
-                    lm.deliver(event, frame)
+            targets = [lm for lm in members if lm.member.id != skip]
         else:
-            live = [lm.conn for lm in members if lm.live]
-            self.send_to_all(live, frame)
-            if len(live) < len(members):
-                for lm in members:
-                    if not lm.live:
-                        lm.deliver(event, frame)
+            targets = members
+        live = [lm.conn for lm in targets if lm.live]
+        self.send_to_all(live, frame)
+        if len(live) < len(targets):
+            for lm in targets:
+                if not lm.live:
+                    lm.deliver(event, frame)  # still joining: buffered until its history is out
         self.fanout_frames += len(members)
         metrics.observe_fanout(time.perf_counter() - started)
 
