@@ -117,6 +117,30 @@ def test_idle_background_connections_hold_no_request_objects():
         thread.join(5)
 
 
+def _fill_send_buffer(conn) -> int:
+    """Fill the kernel buffers of `conn`'s socket (send buffer shrunk to 4 KiB first);
+    returns how many bytes it took, which its peer will read before anything else."""
+    conn.ws._socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    filler = 0
+    while True:
+        sent = conn.ws.write_nowait(b"f" * 4096)
+        filler += sent
+        if sent < 4096:
+            return filler
+
+
+def _read_exactly(sock, n: int) -> bytes:
+    import gevent
+
+    data = b""
+    with gevent.Timeout(5):
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            assert chunk, "closed early"
+            data += chunk
+    return data
+
+
 @pytest.fixture
 def send_impl(request, monkeypatch):
     """Which direct-send loop `send_to_all` uses: C through io_uring, C with send(), Python."""
@@ -159,15 +183,6 @@ def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest(send_impl)
         ws.control_sink = conn.send_frame
         return conn, client
 
-    def read_exactly(sock, n: int) -> bytes:
-        data = b""
-        with gevent.Timeout(5):
-            while len(data) < n:
-                chunk = sock.recv(n - len(data))
-                assert chunk, "closed early"
-                data += chunk
-        return data
-
     ready, ready_peer = member()
     busy, busy_peer = member()
     closed, _closed_peer = member()
@@ -175,13 +190,7 @@ def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest(send_impl)
     gone, gone_peer = member()
 
     closed.ws.abort()
-    full.ws._socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    filler = 0
-    while True:  # fill the kernel buffers of `full`
-        sent = full.ws.write_nowait(b"f" * 4096)
-        filler += sent
-        if sent < 4096:
-            break
+    filler = _fill_send_buffer(full)
     gone_peer.close()  # a socket pair: the next send() fails with EPIPE
     gevent.sleep(0.05)
 
@@ -191,21 +200,21 @@ def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest(send_impl)
     busy.send_frame(b"first")  # queued; the loop callback writes it later
     send_to_all([ready, busy, closed, full, gone], frame)
     # The ready member has it before anything else ran, and it was counted.
-    assert read_exactly(ready_peer, len(frame)) == frame
+    assert _read_exactly(ready_peer, len(frame)) == frame
     assert ready.ws.messages_out == 1 and ready.ws.bytes_out == len(frame)
     assert busy.queued() == 2  # behind the frame already queued
     assert closed.queued() == 0
     gevent.sleep(0.05)
-    assert read_exactly(busy_peer, 5 + len(frame)) == b"first" + frame
+    assert _read_exactly(busy_peer, 5 + len(frame)) == b"first" + frame
     assert gone.ws.state == "CLOSED" and gone.ws.close_code == 1006
     # `full` gets the rest of the filler, then the whole frame: never a torn frame.
-    assert read_exactly(full_peer, filler + len(frame))[filler:] == frame
+    assert _read_exactly(full_peer, filler + len(frame))[filler:] == frame
     # A partial send: the kernel takes part of a big frame, the rest follows via the queue
     # (two members, so that the C loop sends them as one batch).
     connection._in_burst = False
     send_to_all([ready, busy], big)
-    received = gevent.spawn(read_exactly, busy_peer, len(big))
-    assert read_exactly(ready_peer, len(big)) == big
+    received = gevent.spawn(_read_exactly, busy_peer, len(big))
+    assert _read_exactly(ready_peer, len(big)) == big
     assert received.get(timeout=5) == big
 
 
@@ -310,13 +319,7 @@ def test_a_send_the_kernel_parks_is_cancelled_and_goes_through_the_queue(send_im
     ready, full = conns
     ready_peer, full_peer = peers
     try:
-        full.ws._socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        filler = 0
-        while True:  # fill the kernel buffers of `full`
-            sent = full.ws.write_nowait(b"f" * 4096)
-            filler += sent
-            if sent < 4096:
-                break
+        filler = _fill_send_buffer(full)
         frame = frames.encode_message("parked")
         gevent.sleep(0)
         connection._in_burst = False
@@ -330,16 +333,9 @@ def test_a_send_the_kernel_parks_is_cancelled_and_goes_through_the_queue(send_im
         assert _speedups.ring_owner() == 0, "the ring should be given up after a parked send"
         assert full.queued() == 1 and ready.queued() == 0
 
-        def read_exactly(sock, n: int) -> bytes:
-            data = b""
-            with gevent.Timeout(5):
-                while len(data) < n:
-                    data += sock.recv(n - len(data))
-            return data
-
-        assert read_exactly(ready_peer, len(frame)) == frame
+        assert _read_exactly(ready_peer, len(frame)) == frame
         # exactly once, after the filler: the cancelled send put nothing on the wire
-        assert read_exactly(full_peer, filler + len(frame))[filler:] == frame
+        assert _read_exactly(full_peer, filler + len(frame))[filler:] == frame
         gevent.sleep(0.2)
         full_peer.setblocking(False)
         with pytest.raises(BlockingIOError):
