@@ -32,7 +32,9 @@ def _lean_log_records() -> None:
     Every socket logs a line at open and at close. Under gevent each greenlet is its own
     "thread", so `threadName` made logging create a `_DummyThread` for every connection's
     greenlet, and the caller lookup walked the stack for a file and line nobody prints:
-    47 -> 23 us per line from a fresh greenlet (`python -m bench.open_costs`)."""
+    47 -> 23 us per line from a fresh greenlet (`python -m bench.open_costs`). The switches
+    are process-wide: an application embedding `create_app` whose own log format shows
+    `%(threadName)s` or `%(filename)s` sees None there."""
     logging.logThreads = False
     logging.logMultiprocessing = False
     logging._srcfile = None
