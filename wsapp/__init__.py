@@ -34,7 +34,7 @@ def _lean_log_records() -> None:
     greenlet, and the caller lookup walked the stack for a file and line nobody prints:
     47 -> 23 us per line from a fresh greenlet (`python -m bench.open_costs`). The switches
     are process-wide: an application embedding `create_app` whose own log format shows
-    `%(threadName)s` or `%(filename)s` sees None there."""
+    `%(threadName)s` or `%(filename)s` gets None or "(unknown file)" there."""
     logging.logThreads = False
     logging.logMultiprocessing = False
     logging._srcfile = None
