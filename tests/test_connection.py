@@ -117,6 +117,24 @@ def test_idle_background_connections_hold_no_request_objects():
         thread.join(5)
 
 
+def _members(count: int):
+    """`count` accepted Connections on socket pairs (pongs and pings through the queue, as
+    `Connection.open` sets up), with the peers' ends."""
+    from tests.support.socketpair_ws import make_pair
+    from wsapp.connection import Connection
+    from wsapp.settings import Settings
+
+    settings = Settings()
+    conns, peers = [], []
+    for _ in range(count):
+        ws, peer = make_pair()
+        conn = Connection(ws, settings, "test")
+        ws.control_sink = conn.send_frame
+        conns.append(conn)
+        peers.append(peer)
+    return conns, peers
+
+
 def _fill_send_buffer(conn) -> int:
     """Fill the kernel buffers of `conn`'s socket (send buffer shrunk to 4 KiB first);
     returns how many bytes it took, which its peer will read before anything else."""
@@ -169,25 +187,11 @@ def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest(send_impl)
     peer is gone."""
     import gevent
 
-    from tests.support.socketpair_ws import make_pair
     from wsapp import connection
-    from wsapp.connection import Connection, send_to_all
+    from wsapp.connection import send_to_all
     from wsapp.protocol import frames
-    from wsapp.settings import Settings
 
-    settings = Settings()
-
-    def member():
-        ws, client = make_pair()
-        conn = Connection(ws, settings, "test")
-        ws.control_sink = conn.send_frame
-        return conn, client
-
-    ready, ready_peer = member()
-    busy, busy_peer = member()
-    closed, _closed_peer = member()
-    full, full_peer = member()
-    gone, gone_peer = member()
+    (ready, busy, closed, full, gone), (ready_peer, busy_peer, _closed_peer, full_peer, gone_peer) = _members(5)
 
     closed.ws.abort()
     filler = _fill_send_buffer(full)
@@ -218,19 +222,6 @@ def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest(send_impl)
     assert received.get(timeout=5) == big
 
 
-def _members(count: int):
-    """`count` accepted Connections on socket pairs, with the peers' ends (non-blocking)."""
-    from tests.support.socketpair_ws import make_pair
-    from wsapp.connection import Connection
-    from wsapp.settings import Settings
-
-    settings = Settings()
-    conns, peers = [], []
-    for _ in range(count):
-        ws, peer = make_pair()
-        conns.append(Connection(ws, settings, "test"))
-        peers.append(peer)
-    return conns, peers
 
 
 def _close_all(conns, peers) -> None:
