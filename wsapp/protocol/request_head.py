@@ -4,10 +4,10 @@ pywsgi parses request headers with `http.client.parse_headers`, i.e. the `email`
 about 31 us for a 7-line WebSocket handshake against about 6 us here (`python -m
 bench.open_costs`). It is also lax where a server should not be: a line without a colon
 silently ends the headers (the rest is dropped), whitespace before the colon is
-accepted, and an obs-fold continuation stays inside the value as CRLF + space. `parse_header_lines` applies
-RFC 9112 instead: 400 for a malformed line (`BadHeaderLine`), obs-fold replaced by a
-space (RFC 9112 5.2), values trimmed. `RequestHeaders` offers exactly what pywsgi and
-our handler read from `handler.headers`.
+accepted, and an obs-fold continuation stays inside the value as CRLF + space.
+`parse_header_lines` applies RFC 9112 instead: 400 for a malformed line
+(`BadHeaderLine`), obs-fold replaced by a space (RFC 9112 5.2), values trimmed.
+`RequestHeaders` offers exactly what pywsgi and our handler read from `handler.headers`.
 """
 
 from __future__ import annotations
