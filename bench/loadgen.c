@@ -107,6 +107,7 @@ static struct {
     const char *path;       /* echo: request path; idle: the same with {i} {room}; fanout: prefix,
                                member name appended */
     int conns, inflight, raw, binary, src_spread, concurrency, chat, room_size;
+    int per_send;           /* 1: each frame with its own send(), as a browser does; 0: writev batches */
     size_t size;
     double duration, warmup, hard_timeout, hold;
     long warmup_msgs, min_msgs, max_msgs;
@@ -244,7 +245,7 @@ static void flush_out(conn_t *c) {
             int n = 0;
             iov[n].iov_base = FRAME + c->foff;
             iov[n++].iov_len = FLEN - c->foff;
-            while ((uint64_t)n < c->fpending && n < 64 && FLEN < 65536) {
+            while (!opt.per_send && (uint64_t)n < c->fpending && n < 64 && FLEN < 65536) {
                 iov[n].iov_base = FRAME;
                 iov[n++].iov_len = FLEN;
             }
@@ -1065,7 +1066,8 @@ int main(int argc, char **argv) {
         {"members", 1, 0, 'n'}, {"rate", 1, 0, 'R'}, {"window", 1, 0, 'x'},
         {"sat-duration", 1, 0, 'D'}, {"template", 1, 0, 'T'}, {"pids", 1, 0, 'i'},
         {"hold", 1, 0, 'H'}, {"src-spread", 0, 0, 'S'}, {"concurrency", 1, 0, 'C'},
-        {"settle-max", 1, 0, 'X'}, {"chat", 0, 0, 'G'}, {"room-size", 1, 0, 'Z'}, {0, 0, 0, 0}};
+        {"settle-max", 1, 0, 'X'}, {"chat", 0, 0, 'G'}, {"room-size", 1, 0, 'Z'},
+        {"per-send", 0, 0, '1'}, {0, 0, 0, 0}};
     int ch;
     optind = 2;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1096,6 +1098,7 @@ int main(int argc, char **argv) {
         case 'X': opt.settle_max = atof(optarg); break;
         case 'G': opt.chat = 1; break;
         case 'Z': opt.room_size = atoi(optarg); break;
+        case '1': opt.per_send = 1; break;
         default: usage();
         }
     }

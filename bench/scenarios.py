@@ -119,12 +119,20 @@ def small_echo(cfg: Config) -> list[Row]:
                                     "--size", "64", "--duration", str(cfg.t(3, 1)), "--warmup", "0.5",
                                     *_raw(server)], server.pids())
 
-    def many(server: Server) -> dict:
-        return loadgen.run("echo", ["--port", str(server.port), "--conns", "50", "--inflight", "16",
-                                    "--size", "64", "--duration", str(cfg.t(5, 2)), "--warmup", "0.5",
-                                    *_raw(server)], server.pids())
+    def many(per_send: bool) -> Job:
+        def run(server: Server) -> dict:
+            return loadgen.run("echo", ["--port", str(server.port), "--conns", "50", "--inflight", "16",
+                                        "--size", "64", "--duration", str(cfg.t(5, 2)), "--warmup", "0.5",
+                                        *(["--per-send"] if per_send else []), *_raw(server)], server.pids())
+        return run
 
-    return _run_cases(cfg, "small_echo", cfg.servers, [("64 B x1 conn", one), ("64 B 50 conns x16 in flight", many)])
+    # The headline: one send() per message, as a browser's WebSocket does. The pipelined
+    # case writes up to 64 queued frames with one writev(), which no browser does.
+    return _run_cases(cfg, "small_echo", cfg.servers, [
+        ("64 B x1 conn", one),
+        ("64 B 50 conns x16 in flight, send() each (browser-like)", many(True)),
+        ("64 B 50 conns x16 in flight, writev (pipelined)", many(False)),
+    ])
 
 
 def large_echo(cfg: Config) -> list[Row]:
