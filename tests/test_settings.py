@@ -13,7 +13,7 @@ from wsapp.settings import Settings, SettingsError, settings_table
 
 def test_defaults_without_environment():
     s = Settings.from_env({})
-    assert (s.host, s.port, s.max_message_bytes, s.send_queue, s.history) == ("127.0.0.1", 8000, 1 << 20, 1000, 100)
+    assert (s.host, s.port, s.max_message_bytes, s.send_queue_bytes, s.history) == ("127.0.0.1", 8000, 1 << 20, 1 << 20, 100)
 
 
 @pytest.mark.parametrize(

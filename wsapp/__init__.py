@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 from flask import Flask
 
 from wsapp.app_state import init_state
-from wsapp.protocol import runtime
+from wsapp.engine import registry
+from wsapp.engine.errors import ConnectionClosed
 from wsapp.settings import Settings
 
-__all__ = ["create_app", "Settings"]
-
-ROOT_PACKAGE = __name__
-
-
-def _optional(module: str):
-    """Import a feature module that another engineer may still be building."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith(module.rsplit(".", 1)[0]) and exc.name == module:
-            return None
-        raise
+__all__ = ["ConnectionClosed", "Settings", "create_app"]
 
 
 def _lean_log_records() -> None:
@@ -57,8 +45,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging(settings)
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config["MAX_CONTENT_LENGTH"] = max(64 * 1024, settings.max_chat_bytes * 8)
-    state = init_state(app, settings)
-    runtime.configure(settings)
+    init_state(app, settings)
+    rt = registry.configure(settings)
     from wsapp.protocol import frames
 
     if frames.use_speedups(settings.speedups):
@@ -73,23 +61,17 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(web.bp)
     app.register_blueprint(echo.bp)
-    from wsapp import metrics  # /metrics (docs/security.md)
+    from wsapp import chat, metrics, pages  # /metrics: docs/security.md
 
     metrics.init_labels()
-    state.metrics = metrics
+    rt.sink = metrics.Sink()
     app.register_blueprint(metrics.bp)
-
-    chat = _optional("wsapp.chat")
-    if chat is not None and hasattr(chat, "init_app"):
-        chat.init_app(app, settings)
-    pages = _optional("wsapp.pages")
-    if pages is not None:
-        app.register_blueprint(pages.bp)
+    chat.init_app(app, settings)
+    app.register_blueprint(pages.bp)
 
     if settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
-    app.extensions["wsapp"] = state
     return app

@@ -21,7 +21,6 @@ class AppState:
     settings: Settings
     hub: Any = None
     broker: Any = None
-    metrics: Any = None
 
 
 def init_state(app: Flask, settings: Settings) -> AppState:

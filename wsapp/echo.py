@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from wsapp.app_state import get_state
-from wsapp.connection import Connection
 from wsapp.protocol.frames import encode_messages
 
 bp = Blueprint("echo", __name__)
@@ -18,7 +16,7 @@ def echo_batch(batch: list[str | bytes]) -> list[bytes]:
 
 @bp.route("/echo", websocket=True)
 def echo_socket():
-    ws = request.environ["wsgi.websocket"]
-    with Connection.open(ws, get_state().settings, endpoint="echo") as conn:
-        conn.serve_in_background(echo_batch)
+    # The reader answers each batch in place and the request ends now: an idle echo
+    # socket keeps only its reader greenlet and its own objects.
+    request.environ["wsgi.websocket"].serve(echo_batch)
     return ""

@@ -79,7 +79,8 @@ from prometheus_client import (  # noqa: E402
 )
 from prometheus_client import multiprocess as _mp  # noqa: E402
 
-from wsapp.admission import RATE_LIMIT_CLOSE_REASON  # noqa: E402
+from wsapp.engine import registry as engine_registry  # noqa: E402
+from wsapp.protocol.session import CloseCause  # noqa: E402
 
 CONNECTIONS_OPEN = Gauge(
     "wsapp_connections_open", "Open WebSockets by endpoint.", ["endpoint"], multiprocess_mode="livesum"
@@ -147,19 +148,34 @@ def record_traffic(endpoint: str, messages_in: int, messages_out: int, bytes_in:
         _child(BYTES, endpoint, "out").inc(bytes_out)
 
 
-SLOW_REASON_MARK = "too slow"
-RATE_LIMIT_REASON = RATE_LIMIT_CLOSE_REASON
-KEEPALIVE_REASON = "keepalive timeout"
+#: Close codes a peer or we may use, as labels; any other code counts under its class, so
+#: a client choosing among the ~2,000 valid codes cannot create a series per code.
+_KNOWN_CODES = frozenset((1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011,
+                          1012, 1013, 1014))
 
 
-def record_close(endpoint: str, code: int | None, reason: str) -> None:
-    """One closed WebSocket; slow consumers, rate limiting and dead peers are told by reason."""
-    _child(CLOSES, endpoint, str(code) if code is not None else "none").inc()
-    if code == 1008 and SLOW_REASON_MARK in reason:
-        SLOW_CONSUMERS.labels(endpoint).inc()
-    elif code == 1008 and reason == RATE_LIMIT_REASON:
-        RATE_LIMITED.labels(endpoint).inc()
-    elif reason == KEEPALIVE_REASON:
+def close_code_label(code: int | None) -> str:
+    """Bounded label for a close code: the registered ones, else "3xxx"/"4xxx"/"other"."""
+    if code is None:
+        return "none"
+    if code in _KNOWN_CODES:
+        return str(code)
+    if 3000 <= code <= 3999:
+        return "3xxx"
+    if 4000 <= code <= 4999:
+        return "4xxx"
+    return "other"
+
+
+def record_close(endpoint: str, code: int | None, cause: CloseCause | None) -> None:
+    """One closed WebSocket, by code label; slow consumers, rate limiting and dead peers
+    by the cause recorded when it happened."""
+    _child(CLOSES, endpoint, close_code_label(code)).inc()
+    if cause is CloseCause.SLOW_CONSUMER:
+        _child(SLOW_CONSUMERS, endpoint).inc()
+    elif cause is CloseCause.RATE_LIMIT:
+        _child(RATE_LIMITED, endpoint).inc()
+    elif cause is CloseCause.KEEPALIVE:
         KEEPALIVE_TIMEOUTS.inc()
 
 
@@ -209,9 +225,7 @@ def _drop_dead_workers(path: str) -> None:
 
 def render() -> bytes:
     """The exposition text: this process, or every worker sharing PROMETHEUS_MULTIPROC_DIR."""
-    from wsapp.protocol import runtime
-
-    runtime.current().flush_metrics()
+    engine_registry.current().flush_metrics()
     path = os.environ.get(ENV)
     if path:
         _drop_dead_workers(path)
@@ -238,3 +252,14 @@ def init_labels() -> None:
         for direction in ("in", "out"):
             MESSAGES.labels(endpoint, direction)
             BYTES.labels(endpoint, direction)
+
+
+class Sink:
+    """The registry's metrics sink (`wsapp.engine.registry.MetricsSink`): this module."""
+
+    endpoint_of = staticmethod(endpoint_of)
+    connection_opened = staticmethod(connection_opened)
+    connection_closed = staticmethod(connection_closed)
+    record_traffic = staticmethod(record_traffic)
+    record_close = staticmethod(record_close)
+    handshake_rejected = staticmethod(handshake_rejected)

@@ -13,15 +13,15 @@ import gevent
 from gevent.pywsgi import WSGIServer
 
 from wsapp import create_app
-from wsapp.protocol import runtime
+from wsapp.engine import registry
 from wsapp.protocol.handler import WsappHandler
 from wsapp.settings import Settings
 
 log = logging.getLogger("wsapp.server")
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    app = create_app(settings)
+def serve(settings: Settings, host: str | None = None, port: int | None = None, app=None) -> None:
+    app = app if app is not None else create_app(settings)
     host = host or settings.host
     port = port if port is not None else settings.port
     server = WSGIServer(
@@ -39,7 +39,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         stopping.set()
         log.info("received %s: stopping accepts, closing WebSockets with 1001", signal.Signals(signum).name)
         server.close()
-        count = runtime.current().close_all()
+        count = registry.current().close_all()
         log.info("closed %d WebSocket(s); exiting", count)
         server.stop(timeout=settings.close_timeout + 1)
 

@@ -8,7 +8,7 @@ import time
 from flask import Blueprint, jsonify
 
 from wsapp.app_state import get_state
-from wsapp.protocol import runtime
+from wsapp.engine import registry
 
 bp = Blueprint("web", __name__)
 
@@ -22,7 +22,7 @@ def healthz():
         status="ok",
         pid=os.getpid(),
         uptime_s=round(time.time() - _STARTED, 3),
-        connections=runtime.current().count(),
+        connections=registry.current().count(),
     )
 
 
@@ -36,6 +36,6 @@ def readyz():
         healthy = getattr(broker, "healthy", None)
         ready = bool(healthy()) if callable(healthy) else True
         detail = type(broker).__name__
-    if runtime.current().shutting_down:
+    if registry.current().shutting_down:
         ready, detail = False, "shutting down"
     return jsonify(status="ready" if ready else "unavailable", broker=detail), 200 if ready else 503

@@ -18,7 +18,7 @@ API_TOKEN = "chat-test-token"
 # overflow and trimming happen quickly, a short keepalive so dead peers are found fast,
 # no rate limit (tests send thousands of messages), and a POST token.
 CHAT_ENV = {
-    "WSAPP_SEND_QUEUE": "64",
+    "WSAPP_SEND_QUEUE_BYTES": "65536",
     "WSAPP_HISTORY": "400",  # the resume test must never outrun history, even on a loaded machine
     "WSAPP_MAX_CHAT_BYTES": "16384",
     "WSAPP_API_TOKEN": API_TOKEN,

@@ -14,7 +14,7 @@ from wsapp.chat.hub import Hub, text_frame
 
 
 class FakeConn:
-    """What the hub needs from wsapp.connection.Connection, recording what it is sent."""
+    """What the hub needs from a WebSocket (wsapp.engine.websocket), recording what it is sent."""
 
     _ids = iter(range(1, 1_000_000))
 
@@ -38,6 +38,8 @@ class FakeConn:
     def close(self, code: int = 1000, reason: str = "") -> None:
         if not self.closed:
             self.closed, self.close_code, self.close_reason = True, code, reason
+
+    close_nowait = close
 
     @property
     def events(self) -> list[dict]:

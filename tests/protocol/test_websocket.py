@@ -48,7 +48,7 @@ def test_server_close_carries_code_and_waits_for_reply():
     ws.close(4002, "done")
     assert job.get(timeout=5) == encode_close(4002, "done")
     assert gevent.get_hub().loop.now() - started < 2.0, "close did not finish when the reply came"
-    assert ws.state == "CLOSED" and ws.close_code == 4002
+    assert ws.state.name == "CLOSED" and ws.close_code == 4002
     assert client.recv(10) == b"", "server did not close TCP after the handshake"
 
 
@@ -56,7 +56,7 @@ def test_server_close_gives_up_after_close_timeout():
     ws, client = make_pair(close_timeout=0.3)
     with gevent.Timeout(3):
         ws.close(1001, "going away")
-    assert ws.state == "CLOSED"
+    assert ws.state.name == "CLOSED"
     assert client.recv(100).startswith(encode_close(1001, "going away"))
 
 

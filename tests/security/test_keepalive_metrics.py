@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.rawws import ConnectionClosedNoFrame, Op
 from tests.support.servers import running_server
-from wsapp.protocol.runtime import METRICS_FLUSH_INTERVAL
+from wsapp.engine.housekeeping import METRICS_FLUSH_INTERVAL
 
 from .conftest import chat_events, connect, http_get, metric_value, refusal, wait_connections
 
@@ -25,7 +25,7 @@ def keepalive_server():
         "WSAPP_PING_INTERVAL": "0.3",
         "WSAPP_PING_TIMEOUT": "0.5",
         "WSAPP_CLOSE_TIMEOUT": "0.5",
-        "WSAPP_SEND_QUEUE": "50",
+        "WSAPP_SEND_QUEUE_BYTES": "16384",
         "WSAPP_RATE_LIMIT": "0",
     }
     with running_server("serve", env=env) as srv:

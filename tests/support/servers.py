@@ -87,11 +87,17 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def server_command(mode: str, host: str, port: int, extra: list[str] | None = None) -> list[str]:
+def server_command(
+    mode: str, host: str, port: int, extra: list[str] | None = None, app: str | None = None
+) -> list[str]:
+    """The command line of a server; `app` ("module:attr") serves a user's app instead."""
     if mode == "serve":
+        if app is not None:
+            return [PYTHON, "-m", "tests.apps.run_embedded", app, str(port), *(extra or [])]
         return [PYTHON, "-m", "wsapp", "serve", "--host", host, "--port", str(port), *(extra or [])]
     if mode == "gunicorn":
-        return [GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"), "-b", f"{host}:{port}", *(extra or []), "wsgi:app"]
+        return [GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"), "-b", f"{host}:{port}",
+                *(extra or []), app or "wsgi:app"]
     raise ValueError(mode)
 
 
@@ -102,6 +108,7 @@ def start_server(
     port: int | None = None,
     extra_args: list[str] | None = None,
     log_dir: Path | None = None,
+    app: str | None = None,
 ) -> ServerProcess:
     """Start `python -m wsapp serve` or gunicorn and wait until it accepts connections."""
     port = port or free_port(host)
@@ -110,7 +117,7 @@ def start_server(
     log_path = log_dir / f"{mode}-{port}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        server_command(mode, host, port, extra_args),
+        server_command(mode, host, port, extra_args, app),
         cwd=ROOT,
         env=full_env,
         stdout=log,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gevent import socket
 
-from wsapp.protocol.websocket import WebSocket
+from wsapp.engine.websocket import WebSocket
 from wsapp.settings import Settings
 
 

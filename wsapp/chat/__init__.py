@@ -28,9 +28,11 @@ def init_app(app: Flask, settings: Settings, broker: Broker | None = None) -> Hu
 
     broker = broker or create_broker(settings)
     broker.start()
-    from wsapp.connection import send_to_all
+    from wsapp.engine.fanout import send_to_all
 
-    hub = Hub(broker, history=settings.history, queue_limit=settings.send_queue, send_to_all=send_to_all)
+    hub = Hub(
+        broker, history=settings.history, queue_limit=settings.send_queue_bytes, send_to_all=send_to_all
+    )
     state = get_state(app)
     state.broker = broker
     state.hub = hub

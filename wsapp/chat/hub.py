@@ -2,8 +2,8 @@
 
 One broker subscription per room that has members in this process. Each event the
 broker delivers is serialised and framed once (:func:`frame_event`), and the same bytes
-are put on every local member's bounded queue with ``conn.send_frame`` (never blocks; a
-member whose queue overflows is closed 1008 by its connection, nobody else waits).
+go to every local member with one ``send_to_all`` (never blocks; a member whose send
+queue goes over its byte budget is closed 1008 by its connection, nobody else waits).
 
 Joining, with history and ``since=`` resume without gap or duplicate::
 
@@ -16,11 +16,11 @@ Joining, with history and ``since=`` resume without gap or duplicate::
 
 The switch to live happens right after a check that the buffer is empty, with no yield in
 between, so no event can slip between buffer and queue. Replay and flush are paced by the
-connection's queue length (``conn.queued()``), so a history longer than WSAPP_SEND_QUEUE
-reaches a reading client instead of overflowing its queue.
+connection's queued bytes (``conn.queued()``), so a history longer than
+WSAPP_SEND_QUEUE_BYTES reaches a reading client instead of overflowing its queue.
 
-The hub needs only this from a connection (duck-typed, see ``wsapp.connection``):
-``id``, ``send_frame(bytes) -> bool`` and ``close(code, reason)``.
+The hub needs only this from a connection (duck-typed, see ``wsapp.engine.websocket``):
+``id``, ``send_frame(bytes) -> bool``, ``close_nowait(code, reason)`` and ``queued()``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class ChatConnection(Protocol):
 
     def send_frame(self, frame: bytes) -> bool: ...
 
-    def close(self, code: int = 1000, reason: str = "") -> Any: ...
+    def close_nowait(self, code: int = 1000, reason: str = "") -> Any: ...
 
 
 def _send_each(conns: list[ChatConnection], frame: bytes) -> None:
@@ -76,7 +76,7 @@ def text_frame(payload: bytes) -> bytes:
 class LocalMember:
     """A connection in a room of this process."""
 
-    __slots__ = ("buffer", "buffer_limit", "conn", "live", "member", "room")
+    __slots__ = ("buffer", "buffer_bytes", "buffer_limit", "conn", "live", "member", "room")
 
     def __init__(self, conn: ChatConnection, room: str, member: Member, buffer_limit: int) -> None:
         self.conn = conn
@@ -84,7 +84,8 @@ class LocalMember:
         self.member = member
         self.live = False
         self.buffer: list[tuple[Event, bytes]] | None = []
-        self.buffer_limit = buffer_limit
+        self.buffer_bytes = 0
+        self.buffer_limit = buffer_limit  # bytes of frames buffered while joining
 
     @property
     def id(self) -> str:
@@ -101,11 +102,12 @@ class LocalMember:
         buf = self.buffer
         if buf is None:  # overflowed while joining; already closing
             return
-        if len(buf) >= self.buffer_limit:
+        if self.buffer_bytes + len(frame) > self.buffer_limit:
             self.buffer = None
-            self.conn.close(CLOSE_POLICY, "too slow: event buffer overflow while joining")
+            self.conn.close_nowait(CLOSE_POLICY, "too slow: event buffer overflow while joining")
             return
         buf.append((event, frame))
+        self.buffer_bytes += len(frame)
 
     def go_live(
         self,
@@ -125,6 +127,7 @@ class LocalMember:
             if not buf:
                 break
             self.buffer = []
+            self.buffer_bytes = 0
             for event, frame in buf:
                 if isinstance(event, Message) and last_key is not None and id_key(event.id) <= last_key:
                     continue  # already sent as a replay
@@ -166,7 +169,7 @@ class Hub:
         broker: Broker,
         *,
         history: int = 100,
-        queue_limit: int = 1000,
+        queue_limit: int = 1 << 20,
         replay_timeout: float = 10.0,
         framer: Callable[[bytes], bytes] = text_frame,
         send_to_all: Callable[[list[ChatConnection], bytes], None] | None = None,
@@ -304,7 +307,7 @@ class Hub:
     def _pacer(self, conn: ChatConnection) -> Callable[[], bool]:
         """A function that waits (yielding) while `conn`'s queue is half full.
 
-        Replays and join buffers can be longer than WSAPP_SEND_QUEUE; pacing them keeps
+        Replays and join buffers can be longer than WSAPP_SEND_QUEUE_BYTES; pacing them keeps
         a reading client from being closed as slow. Returns False once the connection
         is closed, or after closing it 1008 when it has not read for `replay_timeout`."""
         queued = getattr(conn, "queued", None)
@@ -321,7 +324,7 @@ class Hub:
                 if getattr(conn, "closed", False):
                     return False
                 if time.monotonic() > deadline:
-                    conn.close(CLOSE_POLICY, "too slow: history replay not read")
+                    conn.close_nowait(CLOSE_POLICY, "too slow: history replay not read")
                     return False
                 gevent.sleep(0.002)
             return not getattr(conn, "closed", False)

@@ -14,7 +14,8 @@ from flask import Blueprint, request
 
 from wsapp import admission, metrics
 from wsapp.app_state import get_state
-from wsapp.connection import Connection
+from wsapp.engine.websocket import WebSocket
+from wsapp.protocol.session import CloseCause
 
 from . import events
 from .broker.base import BrokerUnavailable
@@ -36,13 +37,13 @@ def refuse(reason: str, status: int = 400):
 class MessageHandler:
     """Handles one member's incoming messages, a batch (one read) at a time.
 
-    A callable for `Connection.serve_in_background` rather than a `for` loop over the
-    connection: the member then waits in a small greenlet of its own (memory).
+    A callable for `WebSocket.serve` rather than a `for` loop over the connection: the
+    socket's reader calls it in place and the member waits in a small greenlet (memory).
     """
 
     __slots__ = ("conn", "hub", "member", "max_bytes", "bucket")
 
-    def __init__(self, conn: Connection, hub, member, settings) -> None:
+    def __init__(self, conn: WebSocket, hub, member, settings) -> None:
         self.conn = conn
         self.hub = hub
         self.member = member
@@ -53,10 +54,11 @@ class MessageHandler:
         conn, hub, bucket = self.conn, self.hub, self.bucket
         for message in batch:
             if bucket is not None and not bucket.allow():
-                conn.close(admission.RATE_LIMIT_CLOSE_CODE, admission.RATE_LIMIT_CLOSE_REASON)
+                conn.close_nowait(admission.RATE_LIMIT_CLOSE_CODE, admission.RATE_LIMIT_CLOSE_REASON,
+                                  CloseCause.RATE_LIMIT)
                 return
             if not isinstance(message, str):
-                conn.close(CLOSE_UNSUPPORTED, "binary messages are not supported in chat")
+                conn.close_nowait(CLOSE_UNSUPPORTED, "binary messages are not supported in chat")
                 return
             try:
                 item = events.parse_client_text(message, self.max_bytes)
@@ -89,18 +91,18 @@ def chat_socket(room: str):
     if ws is None:  # pragma: no cover - the route only matches upgrade requests
         return refuse("WebSocket upgrade expected")
 
-    with Connection.open(ws, settings, endpoint="chat") as conn:
-        try:
-            member = hub.join(conn, room, name, since)
-        except BrokerUnavailable as exc:
-            log.warning("chat join of %s to %s failed: %s", conn.id, room, exc)
-            metrics.broker_error("join")
-            conn.close(CLOSE_TRY_AGAIN, "chat broker unavailable, try again later")
-            return ""
-        log.debug("chat join: conn %s name %r room %s peer %s", conn.id, name, room, conn.peer)
-        # The member's messages are read in a greenlet of the connection's own, so the
-        # request and its Flask context are freed while the member sits idle (memory).
-        conn.serve_in_background(MessageHandler(conn, hub, member, settings), on_end=Leave(hub, member, conn))
+    ws.accept()
+    try:
+        member = hub.join(ws, room, name, since)
+    except BrokerUnavailable as exc:
+        log.warning("chat join of %s to %s failed: %s", ws.id, room, exc)
+        metrics.broker_error("join")
+        ws.close(CLOSE_TRY_AGAIN, "chat broker unavailable, try again later")
+        return ""
+    log.debug("chat join: conn %s name %r room %s peer %s", ws.id, name, room, ws.peer)
+    # The member's messages are handled by its socket's reader, so the request and its
+    # Flask context are freed while the member sits idle (memory).
+    ws.serve(MessageHandler(ws, hub, member, settings), on_end=Leave(hub, member, ws))
     return ""
 
 
@@ -109,7 +111,7 @@ class Leave:
 
     __slots__ = ("hub", "member", "conn")
 
-    def __init__(self, hub, member, conn: Connection) -> None:
+    def __init__(self, hub, member, conn: WebSocket) -> None:
         self.hub = hub
         self.member = member
         self.conn = conn

@@ -309,6 +309,13 @@ class Close:
 Event = str | bytes | Ping | Pong | Close
 
 
+#: A message piece shorter than this (a tiny fragment) is buffered with others, and
+#: SMALL_PIECES of them are joined into one part: one object per fragment would cost
+#: about 50 bytes of object header per fragment, whatever its payload.
+SMALL_PIECE = 512
+SMALL_PIECES = 512
+
+
 class Parser:
     """Incremental parser for client-to-server frames.
 
@@ -317,12 +324,17 @@ class Parser:
     """
 
     __slots__ = (
-        "max_message_bytes", "require_mask", "_buf", "closed", "error", "_opcode", "_fin", "_remaining",
-        "_masker", "_control", "_msg_opcode", "_msg_size", "_msg_parts", "_utf8", "controls",
+        "max_message_bytes", "max_fragments", "require_mask", "_buf", "closed", "error", "_opcode",
+        "_fin", "_remaining", "_masker", "_control", "_msg_opcode", "_msg_size", "_msg_frames",
+        "_msg_parts", "_msg_small", "_utf8", "controls",
     )
 
-    def __init__(self, max_message_bytes: int, require_mask: bool = True) -> None:
+    def __init__(
+        self, max_message_bytes: int, require_mask: bool = True, max_fragments: int = 1 << 20
+    ) -> None:
         self.max_message_bytes = max_message_bytes
+        #: Frames one message may span (RFC 6455 5.4 sets no limit; each costs parsing time).
+        self.max_fragments = max_fragments
         self.require_mask = require_mask
         self._buf = bytearray()
         self.closed = False
@@ -340,12 +352,21 @@ class Parser:
         # Current data message (fragmented across frames, or one frame arriving in pieces).
         self._msg_opcode: int | None = None
         self._msg_size = 0
+        self._msg_frames = 0
+        # Pieces of the message so far. Small pieces (tiny fragments) wait in `_msg_small`
+        # and are joined into one part every SMALL_PIECES, so a message sent as 1-byte
+        # fragments costs about its own size in memory, not one object per fragment.
         self._msg_parts: list = []
+        self._msg_small: list = []
         self._utf8: Utf8Decoder | None = None
 
     @property
     def in_message(self) -> bool:
         return self._msg_opcode is not None
+
+    def pending(self) -> bool:
+        """Bytes of an incomplete frame are buffered, or a frame's payload is still due."""
+        return bool(self._buf) or self._opcode is not None
 
     def feed(self, data: bytes) -> list[Event]:
         """Events completed by `data`, in order.
@@ -489,6 +510,11 @@ class Parser:
                     CloseCode.MESSAGE_TOO_BIG,
                     f"message over the {self.max_message_bytes}-byte limit",
                 )
+            if opcode == Opcode.CONTINUATION and self._msg_frames >= self.max_fragments:
+                raise ProtocolError(
+                    CloseCode.MESSAGE_TOO_BIG,
+                    f"message in more than {self.max_fragments} fragments",
+                )
         mask = None
         if masked:
             if n - offset < 4:
@@ -499,11 +525,15 @@ class Parser:
         self._fin = fin
         self._remaining = length
         self._masker = _StreamMasker(mask) if mask is not None else None
-        if not is_control and opcode != Opcode.CONTINUATION:
-            self._msg_opcode = opcode
-            self._msg_size = 0
-            self._msg_parts = []
-            self._utf8 = Utf8Decoder() if opcode == Opcode.TEXT else None
+        if not is_control:
+            if opcode != Opcode.CONTINUATION:
+                self._msg_opcode = opcode
+                self._msg_size = 0
+                self._msg_frames = 0
+                self._msg_parts = []
+                self._msg_small = []
+                self._utf8 = Utf8Decoder() if opcode == Opcode.TEXT else None
+            self._msg_frames += 1
         return offset
 
     # Payload -------------------------------------------------------------------------------
@@ -518,12 +548,23 @@ class Parser:
             return
         self._msg_size += len(chunk)
         last = self._remaining == 0 and self._fin
-        if self._utf8 is not None:
-            self._msg_parts.append(self._utf8.decode(chunk, final=last))
-        else:
-            self._msg_parts.append(chunk)
+        piece = self._utf8.decode(chunk, final=last) if self._utf8 is not None else chunk
+        if len(piece) >= SMALL_PIECE:
+            if self._msg_small:
+                self._join_small()
+            self._msg_parts.append(piece)
+        elif piece:
+            small = self._msg_small
+            small.append(piece)
+            if len(small) >= SMALL_PIECES:
+                self._join_small()
         if self._remaining == 0:
             self._finish_frame(b"", events)
+
+    def _join_small(self) -> None:
+        small = self._msg_small
+        self._msg_parts.append(("" if self._utf8 is not None else b"").join(small))
+        small.clear()
 
     def _finish_frame(self, control_payload: bytes, events: list[Event]) -> None:
         opcode = self._opcode
@@ -542,6 +583,8 @@ class Parser:
             self.closed = True
             events.append(Close(code, reason))
         elif fin:
+            if self._msg_small:
+                self._join_small()
             if self._utf8 is not None:
                 # End of the message: bytes still pending in the decoder (a character cut
                 # short, e.g. before an empty final fragment) are invalid now.
@@ -553,4 +596,5 @@ class Parser:
             self._msg_parts = []
             self._utf8 = None
             self._msg_size = 0
+            self._msg_frames = 0
             events.append(data)

@@ -23,12 +23,12 @@ from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
 from wsapp import admission
-from wsapp.protocol import runtime
+from wsapp.engine import registry
+from wsapp.engine.websocket import RFILE_CHUNK as RFILE_BUFFER
+from wsapp.engine.websocket import WebSocket
 from wsapp.protocol.frames import CloseCode
 from wsapp.protocol.handshake import Rejection, check_handshake, upgrade_response, wants_websocket
 from wsapp.protocol.request_head import parse_header_lines
-from wsapp.protocol.websocket import RFILE_CHUNK as RFILE_BUFFER
-from wsapp.protocol.websocket import WebSocket
 
 log = logging.getLogger("wsapp.handler")
 
@@ -116,7 +116,7 @@ class WsappHandler(WebSocketHandler):
         The timer covers the request line and headers only; it is cancelled as soon as
         the head is parsed, so a WebSocket (or a slow download) is never cut by it. It
         also bounds how long an idle keep-alive connection may wait for its next request."""
-        timeout = runtime.current().settings.handshake_timeout
+        timeout = registry.current().settings.handshake_timeout
         timer = _HandshakeTimeout(timeout)
         self._head_timer = timer
         timer.start()
@@ -131,7 +131,7 @@ class WsappHandler(WebSocketHandler):
                     timeout,
                     self.peer,
                 )
-                runtime.current().metrics.handshake_rejected("handshake_timeout")
+                registry.current().sink.handshake_rejected("handshake_timeout")
             self.close_connection = True
             return None
         finally:
@@ -172,10 +172,10 @@ class WsappHandler(WebSocketHandler):
     def _handle_client_error(self, ex):
         if isinstance(ex, HeadersTooLarge):
             log.warning("request refused: 431 %s from %s", ex, self.peer)
-            runtime.current().metrics.handshake_rejected("headers_too_large")
+            registry.current().sink.handshake_rejected("headers_too_large")
             self.close_connection = True
             return ("431", _HEADERS_TOO_LARGE)
-        runtime.current().metrics.handshake_rejected("bad_request")
+        registry.current().sink.handshake_rejected("bad_request")
         return super()._handle_client_error(ex)
 
     # --- request dispatch ----------------------------------------------------------------
@@ -183,7 +183,7 @@ class WsappHandler(WebSocketHandler):
     def run_application(self) -> None:
         if not wants_websocket(self.environ):
             return WSGIHandler.run_application(self)
-        rt = runtime.current()
+        rt = registry.current()
         settings = rt.settings
         self.client_ip = admission.client_ip(self.environ, self.socket_ip, settings.trusted_proxies)
         rejection = check_handshake(self.environ, self.request_version)
@@ -196,7 +196,7 @@ class WsappHandler(WebSocketHandler):
             rejection = rt.admit(self.client_ip)
             label = "capacity" if rejection is not None and rejection.code == 503 else "per_ip_limit"
         if rejection is not None:
-            rt.metrics.handshake_rejected(label)
+            rt.sink.handshake_rejected(label)
             self.reject(rejection)
             return None
         self._detached = False
@@ -207,7 +207,7 @@ class WsappHandler(WebSocketHandler):
                 rt.release(self.client_ip)
         return None
 
-    def _run_websocket_application(self, rt: runtime.Runtime) -> None:
+    def _run_websocket_application(self, rt: registry.Registry) -> None:
         self.connection_id = new_connection_id()
         ws = WebSocket(self.environ, self, rt.settings)
         self.websocket = ws
@@ -230,7 +230,7 @@ class WsappHandler(WebSocketHandler):
                 self.process_result()
                 code = getattr(self, "code", None)
                 if isinstance(code, int) and code >= 400:
-                    rt.metrics.handshake_rejected(_APP_REFUSAL_REASONS.get(code, f"http_{code}"))
+                    rt.sink.handshake_rejected(_APP_REFUSAL_REASONS.get(code, f"http_{code}"))
             else:
                 self._discard_result()
                 if not ws.detached:  # a detached socket is closed by its own greenlet
@@ -249,12 +249,13 @@ class WsappHandler(WebSocketHandler):
     def websocket_detached(self, ws: WebSocket) -> None:
         """`ws.detach()` took the socket away: this request ends without closing it.
 
-        The socket's own greenlet does the end-of-connection work instead
-        (`Runtime.finish` and `Runtime.release`). pywsgi then finds no socket to close."""
+        The socket's reader does the end-of-connection work instead (`Registry.finish` and
+        `Registry.release`). pywsgi then finds no socket to close."""
         self._detached = True
         self.close_connection = True
         self.socket = None
         self.__dict__.pop("rfile", None)
+        ws.end_hook = registry.current().end_detached
 
     def _discard_result(self) -> None:
         close = getattr(self.result, "close", None)
@@ -300,7 +301,7 @@ class WsappHandler(WebSocketHandler):
         # The parsed request head (an email.message.Message) is not needed once upgraded: the
         # environ has every header. Dropping it saves about 1 KiB per open socket.
         self.__dict__.pop("headers", None)
-        runtime.current().add(ws)
+        registry.current().add(ws)
         log.info(
             "ws open conn=%s path=%s peer=%s origin=%s",
             ws.id,

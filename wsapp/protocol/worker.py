@@ -11,7 +11,7 @@ import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from gunicorn.workers.ggevent import PyWSGIHandler
 
-from wsapp.protocol import runtime
+from wsapp.engine import registry
 from wsapp.protocol.handler import WsappHandler
 
 
@@ -23,7 +23,7 @@ class WsappWorker(GeventWebSocketWorker):
     wsgi_handler = GunicornWsappHandler
 
     def _close_websockets(self) -> None:
-        rt = runtime.current()
+        rt = registry.current()
         if rt.shutting_down:
             return
         count = rt.close_all()

@@ -1,0 +1,156 @@
+"""Ending a connection: the closing handshake, slow consumers, aborts, releasing TCP.
+
+A mixin of `wsapp.engine.websocket.WebSocket` (its slots live there). RFC 6455 7.1: the
+closing handshake is started by a close frame and completed by the peer's; the server
+ends TCP first; a connection we fail lingers (half-closed, drained) so our close frame
+is not destroyed by a TCP reset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+
+import gevent
+from gevent.event import Event
+
+from wsapp.protocol.frames import CloseCode
+from wsapp.protocol.session import CloseCause, State
+
+log = logging.getLogger("wsapp.ws")
+READ_SIZE = 65536
+
+_CAUSE_OF_CODE = {
+    CloseCode.NORMAL: CloseCause.SERVER,
+    CloseCode.GOING_AWAY: CloseCause.SHUTDOWN,
+    CloseCode.INTERNAL_ERROR: CloseCause.INTERNAL_ERROR,
+}
+
+
+class ClosingMixin:
+    """Closing for `WebSocket`; see the module docstring."""
+
+    __slots__ = ()
+
+    def _overflow(self) -> None:
+        """Slow consumer: drop its backlog, tell it why, and never let it hold anyone up."""
+        if self.session.state is not State.OPEN:
+            return
+        log.warning(
+            "slow consumer: %s send queue over %d bytes, closing 1008 (conn %s, peer %s)",
+            self.path, self.settings.send_queue_bytes, self.id, self.peer,
+        )
+        self.outbox.drop_queued()  # type: ignore[union-attr]
+        self._close_frame(CloseCode.POLICY_VIOLATION, "send queue overflow: client too slow",
+                          CloseCause.SLOW_CONSUMER)
+        # If the peer never reads again, the close frame cannot go out either: cut TCP.
+        gevent.spawn_later(self.settings.close_timeout, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self.session.state is not State.CLOSED:
+            self.abort()
+
+    def _transport_error(self) -> None:
+        """A send failed (reset, broken pipe): nothing more can be written. The reader still
+        reads what the peer sent before it went (TCP delivered it: it is processed), then
+        meets the error or the end of the stream and ends the connection."""
+        self.outbox.detach_socket()  # type: ignore[union-attr]
+        self._wake_reader()
+
+
+    def close(self, code: int = CloseCode.NORMAL, message: str | bytes = "") -> None:
+        """Start the closing handshake and, unless called by the reader itself, wait
+        (at most WSAPP_CLOSE_TIMEOUT) for it to finish and TCP to be released."""
+        self.close_nowait(code, message)
+        if gevent.getcurrent() is not self._reader:
+            self.wait_closed()
+
+    def close_nowait(
+        self, code: int = CloseCode.NORMAL, message: str | bytes = "", cause: CloseCause | None = None
+    ) -> None:
+        """Send the close frame (after what is queued) and return; the reader completes the
+        handshake. `cause` is recorded for metrics (default: from the code)."""
+        reason = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+        state = self.session.state
+        if state is State.CONNECTING:
+            self.session.state = State.CLOSED
+            return
+        if state is State.OPEN:
+            self._close_frame(code, reason, cause or _CAUSE_OF_CODE.get(code, CloseCause.POLICY))
+            self._wake_reader()  # a reader held for the view reads the reply now
+
+
+    def _close_frame(self, code: int, reason: str, cause: CloseCause) -> None:
+        self.session.close(code, reason, cause)
+        self.outbox.stop_data()  # type: ignore[union-attr]
+        out = self.session.data_to_send()
+        if out:
+            self.outbox.write(out, 0)  # type: ignore[union-attr]
+
+    def _close_now(self, code: int, reason: str, cause: CloseCause) -> None:
+        if self.session.state is State.OPEN:
+            self._close_frame(code, reason, cause)
+
+    def wait_closed(self, timeout: float | None = None) -> None:
+        """Wait until the reader has ended the connection; abort it after the timeout."""
+        reader = self._reader
+        if reader is None or reader.dead or reader is gevent.getcurrent():
+            return
+        if self._closed_event is None:
+            self._closed_event = Event()
+        limit = self.settings.close_timeout + 0.5 if timeout is None else timeout
+        if not self._closed_event.wait(limit):
+            self.abort()
+
+    def abort(self, code: int = CloseCode.ABNORMAL, reason: str = "aborted",
+              cause: CloseCause = CloseCause.ABORTED) -> None:
+        """Drop the TCP connection at once (dead or hopelessly slow peer)."""
+        self.session.abort(code, reason, cause)
+        self._end_tcp()
+        reader = self._reader
+        if reader is not None and not reader.dead and reader is not gevent.getcurrent():
+            reader.kill(block=False)
+
+    def _end_tcp(self) -> None:
+        """Flush what may still go out, linger if we failed the connection (so our close
+        frame is not destroyed by a TCP reset, RFC 6455 7.1.1), close the socket."""
+        sock = self._socket
+        if sock is None or self.outbox is None:
+            return
+        outbox = self.outbox
+        if self.session.state is not State.CLOSED:
+            outbox.wait_empty(self.settings.close_timeout)
+            if self.session.failed and not self.session.close_received:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)
+                with gevent.Timeout(self.settings.close_timeout, False), contextlib.suppress(OSError):
+                    while sock.recv(READ_SIZE):
+                        pass
+            self.session.receive_eof()
+        self._socket = None
+        outbox.detach_socket()
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
+        if self._inbox_event is not None:
+            self._inbox_event.set()
+
+    def _end(self) -> None:
+        """The reader is done: wake waiters; a detached socket does its own bookkeeping."""
+        if self._closed_event is not None:
+            self._closed_event.set()
+        if self._inbox_event is not None:
+            self._inbox_event.set()
+        if self.detached and not self._ended:
+            self._ended = True
+            on_end, self._on_end = self._on_end, None
+            if on_end is not None:
+                try:
+                    on_end()
+                except Exception:
+                    log.exception("end-of-connection hook failed (conn %s)", self.id)
+            end_hook, self.end_hook = self.end_hook, None
+            if end_hook is not None:
+                end_hook(self)

@@ -1,0 +1,70 @@
+"""One frame to many sockets (a room broadcast): encode once, write at once where possible.
+
+Sockets whose `Outbox.ready` is true (nothing queued, no write under way) get the frame
+now, all in one call (`send_all`: compiled when built, one non-blocking send per socket,
+io_uring batching where the kernel allows); the others, and the unsent rest of a partial
+send, go through their own outbox, so frames never overtake each other. Further
+broadcasts in the same turn of the event loop (a burst, e.g. several messages in one read
+from Redis pub/sub) are queued with `write_soon`, so each member gets the rest of the
+burst with one send instead of one per message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import gevent
+
+from wsapp.engine import send_all as _send_all
+
+if TYPE_CHECKING:
+    from wsapp.engine.outbox import Outbox
+    from wsapp.engine.websocket import WebSocket
+
+_in_burst = False  # a broadcast already went out directly in this turn of the event loop
+
+
+def _end_burst() -> None:
+    global _in_burst
+    _in_burst = False
+
+
+def send_to_all(sockets: list[WebSocket], frame: bytes) -> None:
+    """Write `frame` to every socket in `sockets` (see the module docstring)."""
+    global _in_burst
+    if _in_burst:
+        for ws in sockets:
+            outbox = ws.outbox
+            if outbox is not None and outbox.open:
+                outbox.write_soon(frame)
+        return
+    _in_burst = True
+    gevent.get_hub().loop.run_callback(_end_burst)
+    ready: list[Outbox] = []
+    for ws in sockets:
+        outbox = ws.outbox
+        if outbox is None:
+            continue
+        if outbox.ready:
+            ready.append(outbox)
+        elif outbox.open:
+            outbox.write((frame,), 1)  # queued behind what waits (or refused as too slow)
+    if not ready:
+        return
+    leftovers = _send_all.send_all(ready, frame)
+    size = len(frame)
+    if not leftovers:
+        for outbox in ready:
+            outbox.bytes_out += size
+            outbox.messages_out += 1
+        return
+    partial = dict(leftovers)
+    for index, outbox in enumerate(ready):
+        sent = partial.get(index)
+        if sent is None:
+            outbox.bytes_out += size
+            outbox.messages_out += 1
+        elif sent < 0:
+            outbox.fail()
+        else:
+            outbox.sent_partly(frame, sent)

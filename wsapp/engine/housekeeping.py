@@ -1,0 +1,117 @@
+"""One greenlet per process: keepalive pings, periodic metrics export, memory trim."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import gevent
+
+from wsapp.engine import keepalive
+from wsapp.protocol.frames import CloseCode
+from wsapp.protocol.session import CloseCause
+
+if TYPE_CHECKING:
+    from wsapp.engine.registry import Registry
+
+log = logging.getLogger("wsapp.runtime")
+
+METRICS_FLUSH_INTERVAL = 2.0
+KEEPALIVE_PAYLOAD = b"wsapp-keepalive"
+KEEPALIVE_REASON = "keepalive timeout"
+SCAN_SLICE = 256  # sockets pinged per slice before yielding to other greenlets
+TRIM_INTERVAL = 10.0  # seconds between memory trims at most
+TRIM_MIN_GONE = 500  # sockets that must have closed since the peak before trimming
+
+
+def _load_malloc_trim():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+class _State:
+    def __init__(self) -> None:
+        now = time.monotonic()
+        self.pinged: dict = {}
+        self.last_flush = now
+        self.last_trim = now
+        self.peak = 0
+
+
+def run(registry: Registry) -> None:
+    """The loop; never lets one bad socket stop it."""
+    state = _State()
+    while True:
+        interval = registry.settings.ping_interval
+        gevent.sleep(max(0.05, min(1.0, interval / 4)) if interval > 0 else 1.0)
+        now = time.monotonic()
+        if interval > 0:
+            try:
+                check_keepalive(registry, state.pinged, now)
+            except Exception:
+                log.exception("keepalive check failed")
+        if now - state.last_flush >= METRICS_FLUSH_INTERVAL:
+            state.last_flush = now
+            try:
+                registry.flush_metrics()
+            except Exception:
+                log.exception("metrics flush failed")
+        _maybe_trim_memory(registry, state, now)
+
+
+def check_keepalive(registry: Registry, pinged: dict, now: float) -> None:
+    settings = registry.settings
+    decision = keepalive.decide(
+        now, list(registry.sockets), pinged, settings.ping_interval, settings.ping_timeout
+    )
+    for index, ws in enumerate(decision.to_ping):
+        if index and index % SCAN_SLICE == 0:
+            gevent.sleep(0)  # with 10,000s of sockets, never hold the loop for a whole scan
+        ws.ping(KEEPALIVE_PAYLOAD)  # never blocks
+    for ws in decision.to_drop:
+        log.warning(
+            "keepalive timeout: no pong from %s in %.1fs (conn %s)",
+            ws.peer, settings.ping_timeout, ws.id,
+        )
+        drop_dead_peer(ws)
+
+
+def drop_dead_peer(ws) -> None:
+    """Close 1011 (best effort: a dead peer will not read it), then cut TCP at once."""
+    with contextlib.suppress(Exception):
+        ws.session.close(CloseCode.INTERNAL_ERROR, KEEPALIVE_REASON, CloseCause.KEEPALIVE)
+        out = ws.session.data_to_send()
+        if out and ws.outbox is not None:
+            ws.outbox.write(out, 0)
+    ws.abort(CloseCode.INTERNAL_ERROR, KEEPALIVE_REASON, CloseCause.KEEPALIVE)
+
+
+def _maybe_trim_memory(registry: Registry, state: _State, now: float) -> None:
+    """Give memory back to the OS after many connections have gone.
+
+    CPython and glibc keep freed memory for reuse, so after a wave of thousands of
+    connections RSS stays near its peak with no object left behind. When the socket
+    count has fallen well below its recent peak, a full collection plus malloc_trim(0)
+    returns the free pages."""
+    count = len(registry.sockets)
+    state.peak = max(state.peak, count)
+    if now - state.last_trim < TRIM_INTERVAL:
+        return
+    gone = state.peak - count
+    if gone < TRIM_MIN_GONE or gone < state.peak // 4:
+        return
+    state.last_trim = now
+    state.peak = count
+    gc.collect()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
