@@ -32,6 +32,8 @@ def scan_data_frames(data: Buffer, limit: int, events: list) -> int:
     """
     if not isinstance(events, list):
         raise TypeError("events must be a list")
+    if type(data) is not bytes:
+        data = bytes(data)  # one copy, so that every slice below is bytes
     n = len(data)
     pos = 0
     unmask = apply_mask
@@ -54,7 +56,7 @@ def scan_data_frames(data: Buffer, limit: int, events: list) -> int:
         end = start + length
         if end > n or length > limit:
             break
-        payload = unmask(bytes(data[start:end]), bytes(data[start - 4 : start]))
+        payload = unmask(data[start:end], data[start - 4 : start])
         if b0 == 0x81:
             try:
                 append(payload.decode("utf-8"))
