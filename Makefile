@@ -23,12 +23,10 @@ $(DEVSTAMP): requirements.txt requirements-dev.txt | $(PY)
 
 venv: $(STAMP)
 
-## The C modules (wsapp/speedups/_framing.c, _fanout.c; and the old wsapp/protocol/_speedups.c
-## until the engine moves over): built when gcc and the Python headers are there, else wsapp
-## runs the same code in pure Python (slower; see README).
+## The C modules (wsapp/speedups/_framing.c, _fanout.c): built when gcc and the Python
+## headers are there, else wsapp runs the same code in pure Python (slower; see README).
 speedups: | $(PY)
 	$(PY) -m wsapp.speedups.build
-	$(PY) -m wsapp.protocol.build_speedups
 
 ## Start the embedded server (memory broker, no external service) on WSAPP_HOST:WSAPP_PORT.
 run: $(STAMP) speedups
@@ -50,7 +48,6 @@ system-deps:
 
 test: system-deps $(DEVSTAMP)
 	$(PY) -m wsapp.speedups.build --require
-	$(PY) -m wsapp.protocol.build_speedups --require
 	$(VENV)/bin/ruff check wsapp tests bench deploy wsgi.py gunicorn.conf.py
 	$(PY) -m pytest -q
 

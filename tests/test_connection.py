@@ -133,7 +133,7 @@ def _fill_send_buffer(ws) -> int:
     filler = 0
     while True:
         try:
-            sent = ws.outbox.send_nowait(b"f" * 4096)
+            sent = ws._socket._sock.send(b"f" * 4096)
         except BlockingIOError:
             sent = 0
         filler += sent
@@ -159,7 +159,29 @@ def _close_all(members, peers) -> None:
         peer.close()
 
 
-def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest():
+@pytest.fixture(params=["c-io_uring", "c-send", "python"])
+def send_impl(request):
+    """Which `send_all` the broadcast uses: C through io_uring, C with send(), Python."""
+    from wsapp.speedups import select as speedups
+
+    impl = request.param
+    assert speedups.use_speedups(impl != "python") == (impl != "python")
+    if impl == "c-send":
+        assert speedups.use_io_uring(False) == "send"
+    elif impl == "c-io_uring":
+        mode = speedups.use_io_uring(True)
+        if mode != "io_uring":
+            pytest.skip(f"this kernel refuses io_uring: {mode}")
+
+    def restore() -> None:
+        speedups.use_speedups(True)
+        speedups.use_io_uring(True)
+
+    request.addfinalizer(restore)
+    return impl
+
+
+def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest(send_impl):
     """`send_to_all`: a ready member gets the frame at once; a member with frames already
     queued gets it behind them (order kept); a closed one nothing; one whose socket buffer
     is full the rest after the filler (never a torn frame); one whose peer is gone is lost."""
@@ -203,7 +225,7 @@ def test_send_to_all_writes_ready_members_at_once_and_queues_the_rest():
         _close_all(members, peers)
 
 
-def test_broadcast_to_many_members_each_gets_each_frame_once_in_order():
+def test_broadcast_to_many_members_each_gets_each_frame_once_in_order(send_impl):
     """1,100 members: every member gets each frame exactly once and in order, written
     directly (nothing queued), and each delivery is counted once."""
     import gevent
@@ -227,7 +249,7 @@ def test_broadcast_to_many_members_each_gets_each_frame_once_in_order():
         _close_all(members, peers)
 
 
-def test_burst_in_one_loop_turn_goes_out_in_one_send_per_member():
+def test_burst_in_one_loop_turn_goes_out_in_one_send_per_member(send_impl):
     """Broadcasts after the first in one turn of the loop are queued and flushed together."""
     import gevent
 

@@ -47,14 +47,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = max(64 * 1024, settings.max_chat_bytes * 8)
     init_state(app, settings)
     rt = registry.configure(settings)
-    from wsapp.protocol import frames
+    from wsapp.speedups import select as speedups
 
-    if frames.use_speedups(settings.speedups):
-        framing = f"C speedups, broadcasts by {frames.use_io_uring(settings.io_uring)}"
-    elif settings.speedups:
-        framing = "pure Python (C speedups not built: make speedups)"
-    else:
-        framing = "pure Python (WSAPP_SPEEDUPS=0)"
+    framing = speedups.configure(settings.speedups, settings.io_uring)
     logging.getLogger("wsapp").info("framing: %s", framing)
 
     from wsapp import echo, web

@@ -1,20 +1,16 @@
-"""Every frame-layer test runs twice: with the compiled `_speedups` loops and without them."""
+"""Every frame-layer test runs twice: with the compiled loops and with the pure Python ones."""
 
 from __future__ import annotations
 
 import pytest
 
-from wsapp.protocol import frames
-
-C_SCAN = frames._c_scan_data_frames
-C_ENCODE = frames._c_encode_messages
+from wsapp.speedups import select as speedups
 
 
 @pytest.fixture(autouse=True, params=["c", "python"])
-def framing(request, monkeypatch) -> str:
-    """The implementation under test. `make test` builds the C module (build_speedups
-    --require), so "c" is never silently the Python code: test_speedups checks that."""
-    if request.param == "python":
-        monkeypatch.setattr(frames, "_c_scan_data_frames", None)
-        monkeypatch.setattr(frames, "_c_encode_messages", None)
+def framing(request) -> str:
+    """The implementation under test. `make test` builds the C modules (`--require`), so
+    "c" is never silently the Python code (tests/speedups/test_select.py checks that)."""
+    assert speedups.use_speedups(request.param == "c") == (request.param == "c")
+    request.addfinalizer(lambda: speedups.use_speedups(True))
     return request.param

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 
-from wsapp.engine import send_all as _send_all
+from wsapp.speedups import select as speedups
 
 if TYPE_CHECKING:
     from wsapp.engine.outbox import Outbox
@@ -51,7 +51,7 @@ def send_to_all(sockets: list[WebSocket], frame: bytes) -> None:
             outbox.write((frame,), 1)  # queued behind what waits (or refused as too slow)
     if not ready:
         return
-    leftovers = _send_all.send_all(ready, frame)
+    leftovers = speedups.send_all([outbox.fd for outbox in ready], frame)
     size = len(frame)
     if not leftovers:
         for outbox in ready:

@@ -154,10 +154,6 @@ class Outbox:
                 return False
         return True
 
-    def send_nowait(self, frame: bytes) -> int:
-        """One raw non-blocking send, for `send_all` on a `ready` outbox (no bookkeeping)."""
-        return self._sock.send(frame)
-
     def fail(self) -> None:
         """A send to this socket failed outside `write` (a broadcast): the connection is lost."""
         self._on_error()

@@ -13,55 +13,10 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-# Unmasking at C speed. websockets' `speedups.apply_mask` XORs 8 or 16 bytes at a time
-# (about 0.04 ms per MiB here, 40x faster than wsaccel's byte loop, and faster on small
-# frames too); wsaccel's streaming masker is the fallback, then a big-integer XOR.
-try:
-    from websockets.speedups import apply_mask as _c_apply_mask
-except ImportError:  # pragma: no cover - exercised only without the compiled speedups
-    _c_apply_mask = None
-try:
-    from wsaccel.xormask import XorMaskerSimple as _CMasker
-except ImportError:  # pragma: no cover - exercised only without wsaccel
-    _CMasker = None
-# Our own C loops for the two per-message hot spots (built by wsapp.protocol.build_speedups;
-# the Python versions below do the same and are used when it is not built).
-try:
-    from wsapp.protocol import _speedups
-except ImportError:
-    _speedups = None
-_c_encode_messages = _speedups.encode_messages if _speedups is not None else None
-_c_scan_data_frames = _speedups.scan_data_frames if _speedups is not None else None
-#: The direct part of `wsapp.connection.send_to_all`, in C (it lives here so that one switch
-#: turns every compiled loop on or off).
-c_broadcast = _speedups.broadcast if _speedups is not None else None
+# The compiled loops and their pure Python twins are chosen in one place.
+from wsapp.speedups import select as speedups  # noqa: E402
 
-
-def use_speedups(enabled: bool) -> bool:
-    """Switch the compiled loops on (if built) or off (WSAPP_SPEEDUPS); True if now in use."""
-    global _c_encode_messages, _c_scan_data_frames, c_broadcast
-    on = enabled and _speedups is not None
-    _c_encode_messages = _speedups.encode_messages if on else None
-    _c_scan_data_frames = _speedups.scan_data_frames if on else None
-    c_broadcast = _speedups.broadcast if on else None
-    return on
-
-
-def use_io_uring(enabled: bool) -> str:
-    """How the C broadcast sends (WSAPP_IO_URING): "io_uring", "send" or "send (io_uring: why not)".
-
-    io_uring submits a whole broadcast in one system call instead of one send() per member;
-    each send is still non-blocking and done before the call returns, so the results (and
-    what is left for the queues) are exactly those of the send() loop.
-    """
-    if _speedups is None:
-        return "send"
-    return _speedups.set_ring(enabled)
-
-
-def speedups_enabled() -> bool:
-    """Whether the compiled `_speedups` loops are in use (logged at start)."""
-    return _c_scan_data_frames is not None
+apply_mask = speedups.apply_mask
 
 
 class Opcode(IntEnum):
@@ -160,9 +115,7 @@ def encode_message(message: str | bytes) -> bytes:
 
 def encode_messages(messages: list[str | bytes]) -> list[bytes]:
     """`encode_message` for each message (one C call when the speedups are built)."""
-    if _c_encode_messages is not None:
-        return _c_encode_messages(messages)
-    return [encode_message(message) for message in messages]
+    return speedups.encode_messages(messages)
 
 
 def encode_close_payload(code: int | None = CloseCode.NORMAL, reason: str = "") -> bytes:
@@ -196,24 +149,6 @@ def parse_close_payload(payload: bytes) -> tuple[int | None, str]:
 
 
 # --- masking ----------------------------------------------------------------------------
-
-
-def _py_mask(data: bytes, mask: bytes) -> bytes:
-    """XOR with a repeated mask through big integers: C speed without wsaccel."""
-    n = len(data)
-    if not n:
-        return b""
-    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-    return (int.from_bytes(data, "big") ^ key).to_bytes(n, "big")
-
-
-def apply_mask(data: bytes, mask: bytes) -> bytes:
-    """Mask or unmask a whole payload (the operation is its own inverse)."""
-    if _c_apply_mask is not None:
-        return _c_apply_mask(data, mask)
-    if _CMasker is not None:
-        return _CMasker(mask).process(data)
-    return _py_mask(data, mask)
 
 
 class _StreamMasker:
@@ -392,8 +327,7 @@ class Parser:
 
     def _feed(self, data: bytes, events: list[Event]) -> None:
         if not self._buf and self._opcode is None and self._msg_opcode is None:
-            scan = _c_scan_data_frames
-            pos = scan(data, self.max_message_bytes, events) if scan is not None else self._feed_fast(data, events)
+            pos = speedups.scan_data_frames(data, self.max_message_bytes, events)
             if pos == len(data):
                 return
             data = data[pos:]
@@ -420,46 +354,6 @@ class Parser:
                 self._payload(chunk, events)
         finally:
             del buf[:pos]
-
-    def _feed_fast(self, data: bytes, events: list[Event]) -> int:
-        """Complete, unfragmented, masked small data frames: the common case, in one tight loop.
-
-        Anything else (control frames, fragments, partial or large frames, any violation)
-        stops the loop and is left to the general path, which applies every rule.
-        """
-        n = len(data)
-        pos = 0
-        limit = self.max_message_bytes
-        unmask = _c_apply_mask or apply_mask  # the C function itself: one call per frame
-        append = events.append
-        while n - pos >= 6:
-            b0 = data[pos]
-            if b0 != 0x81 and b0 != 0x82:
-                break
-            b1 = data[pos + 1]
-            length = b1 & 0x7F
-            if b1 < 0x80 or length == 127:
-                break
-            if length == 126:
-                if n - pos < 8:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 8
-            else:
-                start = pos + 6
-            end = start + length
-            if end > n or length > limit:
-                break
-            payload = unmask(data[start:end], data[start - 4 : start])
-            if b0 == 0x81:
-                try:
-                    append(payload.decode("utf-8"))
-                except UnicodeDecodeError:
-                    break
-            else:
-                append(payload)
-            pos = end
-        return pos
 
     # Header --------------------------------------------------------------------------------
 
