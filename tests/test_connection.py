@@ -8,6 +8,8 @@ import struct
 import threading
 import time
 
+import pytest
+
 from tests.support.rawws import Op, RawWS, WSError, encode_frame
 from tests.support.servers import running_server
 
