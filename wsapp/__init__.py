@@ -8,10 +8,14 @@ import logging
 from flask import Flask
 
 from wsapp.app_state import init_state
+from wsapp.assets import STATIC_DIR, TEMPLATES_DIR
 from wsapp.protocol import runtime
 from wsapp.settings import Settings
 
-__all__ = ["create_app", "Settings"]
+__all__ = ["create_app", "Settings", "__version__"]
+
+#: The package version (pyproject.toml reads it from here).
+__version__ = "0.1.0"
 
 ROOT_PACKAGE = __name__
 
@@ -55,7 +59,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Application factory: nothing is configured at import time."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
-    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app = Flask(__name__, template_folder=TEMPLATES_DIR, static_folder=STATIC_DIR)
     app.config["MAX_CONTENT_LENGTH"] = max(64 * 1024, settings.max_chat_bytes * 8)
     state = init_state(app, settings)
     runtime.configure(settings)
