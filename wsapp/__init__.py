@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask
 
@@ -12,7 +14,7 @@ from wsapp.assets import STATIC_DIR, TEMPLATES_DIR
 from wsapp.protocol import runtime
 from wsapp.settings import Settings
 
-__all__ = ["create_app", "Settings", "__version__"]
+__all__ = ["create_app", "serve", "Settings", "__version__"]
 
 #: The package version (pyproject.toml reads it from here).
 __version__ = "0.1.0"
@@ -96,4 +98,25 @@ def create_app(settings: Settings | None = None) -> Flask:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
     app.extensions["wsapp"] = state
+    from wsapp import route_checks  # `flask run` and a missing websocket=True: a log line
+
+    route_checks.install(app)
     return app
+
+
+def serve(
+    app: Callable[..., Any] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    settings: Settings | None = None,
+) -> None:
+    """Serve a WSGI `app` (default: wsapp's own) with wsapp's embedded gevent server.
+
+    Blocks until SIGTERM or SIGINT, which close every WebSocket with 1001 first. Host and
+    port default to WSAPP_HOST and WSAPP_PORT; OSError if the address cannot be bound.
+    Call `gevent.monkey.patch_all()` before any other import. See `wsapp.server` for
+    `make_server` and `install_shutdown_handlers` (docs/routes.md)."""
+    from wsapp.server import serve as serve_forever
+
+    serve_forever(app, host, port, settings=settings)
