@@ -21,6 +21,7 @@ or, keeping the server object: `server = make_server(app, host, port)`,
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -120,7 +121,11 @@ def install_shutdown_handlers(
             "received %s: stopping accepts, closing WebSockets with 1001",
             signal.Signals(signum).name,
         )
-        server.close()
+        # Not server.close(): it would end serve_forever() (and the process) at once, before
+        # the close handshakes. Stop accepting and free the port; stop() comes at the end.
+        server.stop_accepting()
+        with contextlib.suppress(OSError):
+            server.socket.close()
         rt = runtime.current()
         count = rt.close_all()
         log.info("closed %d WebSocket(s) with 1001 for shutdown (pid %d)", count, os.getpid())
