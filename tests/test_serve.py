@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.support.servers import GUNICORN, PYTHON, ROOT
@@ -173,8 +173,8 @@ def test_unknown_app_is_one_line_and_exit_2(user_dir: Path, target: str, message
     assert len(lines) == 1 and lines[0].startswith("wsapp: cannot load the application") and message in lines[0]
 
 
-ACCESS_DATE = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]|\[\d\d/\w{3}/\d{4}:")
-LOG_DATE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
+#: A date and time as logging (2026-12-01 19:39:01) or an access log (01/Dec/2026:19:39:11) writes it.
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d|\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d")
 
 
 @pytest.mark.parametrize("mode", ["serve", "gunicorn"])
@@ -188,8 +188,23 @@ def test_access_log_lines_carry_one_timestamp(user_dir: Path, mode: str) -> None
     lines = [line for line in log.splitlines() if '"GET /where HTTP/1.1" 200' in line or "/nowhere" in line]
     assert len(lines) == 2, log
     for line in lines:
-        stamps = len(LOG_DATE.findall(line)) + len(ACCESS_DATE.findall(line))
-        assert stamps == 1, line
+        assert len(TIMESTAMP.findall(line)) == 1, line
+
+
+@pytest.mark.parametrize("mode", ["serve", "gunicorn"])
+def test_view_error_closes_1011_with_one_log_line(user_dir: Path, mode: str) -> None:
+    port = new_port()
+    command = serve_command("userapp:app", port) if mode == "serve" else gunicorn_commands(port)["conf"]
+    with serving(user_dir, command, port=port, env=checkout_env(), mode=mode) as srv:
+        with connect(srv.url("/boom"), open_timeout=10) as ws:
+            ws.send("go")
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=10)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1011
+        log = srv.wait_for_log("RuntimeError: boom")
+    (line,) = [line for line in log.splitlines() if "Exception on /boom" in line]
+    assert len(TIMESTAMP.findall(line)) == 1, line
+    assert "(unknown file)" not in line
 
 
 def test_hand_built_server_closes_1001_on_sigterm(user_dir: Path) -> None:

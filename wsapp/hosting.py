@@ -95,4 +95,21 @@ def prepare_app(app: Any, settings: Settings | None = None) -> Settings:
         log.info("framing: %s", _framing(settings))
     if isinstance(app, Flask):
         route_checks.install(app)
+        _log_through_wsapp(app)
     return settings
+
+
+def _log_through_wsapp(app: Any) -> None:
+    """Send the app's log (e.g. Flask's `Exception on /path` with its traceback) through
+    wsapp's handler, if Flask's default handler is still the one in place.
+
+    That default handler writes `[time] LEVEL in module: ...` into `wsgi.errors`, which the
+    embedded server logs with its own time in front: two timestamps on one line, and
+    `(unknown file)` for the module, since wsapp turns the caller lookup off. An app that
+    configured its own logging keeps it."""
+    from flask.logging import default_handler
+
+    if default_handler in app.logger.handlers:
+        app.logger.removeHandler(default_handler)
+        for handler in logging.getLogger("wsapp").handlers:
+            app.logger.addHandler(handler)

@@ -49,6 +49,12 @@ def create_app():
         ws.send("unreachable")
         return ""
 
+    @app.route("/boom", websocket=True)
+    def boom():
+        ws = request.environ["wsgi.websocket"]
+        ws.receive()
+        raise RuntimeError("boom")
+
     @app.get("/where")
     def where():
         return wsapp.__file__
