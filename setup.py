@@ -32,7 +32,5 @@ setup(
         **{name: ["**/*"] for name in DATA_PACKAGES},
     },
     exclude_package_data={"": ["*.so", "*.tmp"]},
-    ext_modules=[
-        Extension(name, sources, optional=True) for name, sources in SPEEDUPS.items()
-    ],
+    ext_modules=[Extension(name, sources, optional=True) for name, sources in SPEEDUPS.items()],
 )

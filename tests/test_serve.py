@@ -60,7 +60,13 @@ def gunicorn_commands(port: int) -> dict[str, list[str]]:
     bind = ["-b", f"127.0.0.1:{port}"]
     return {
         "conf": [GUNICORN, "-c", "gunicorn.conf.py", *bind, "userapp:app"],
-        "worker": [GUNICORN, "-k", "wsapp.protocol.worker.WsappWorker", *bind, "userapp:create_app()"],
+        "worker": [
+            GUNICORN,
+            "-k",
+            "wsapp.protocol.worker.WsappWorker",
+            *bind,
+            "userapp:create_app()",
+        ],
     }
 
 
@@ -77,7 +83,9 @@ def test_serve_any_app_echoes_and_closes_1001(user_dir: Path, target: str) -> No
 @pytest.mark.parametrize("how", ["conf", "worker"])
 def test_gunicorn_serves_any_app_from_the_users_directory(user_dir: Path, how: str) -> None:
     port = new_port()
-    with serving(user_dir, gunicorn_commands(port)[how], port=port, env=checkout_env(), mode="gunicorn") as srv:
+    with serving(
+        user_dir, gunicorn_commands(port)[how], port=port, env=checkout_env(), mode="gunicorn"
+    ) as srv:
         assert_echoes(srv.url("/x"))
         assert_sigterm_closes_1001(srv)
 
@@ -85,7 +93,9 @@ def test_gunicorn_serves_any_app_from_the_users_directory(user_dir: Path, how: s
 @pytest.mark.parametrize("mode", ["serve", "gunicorn"])
 def test_route_without_websocket_flag_logs_the_fix(user_dir: Path, mode: str) -> None:
     port = new_port()
-    command = serve_command("userapp:app", port) if mode == "serve" else gunicorn_commands(port)["conf"]
+    command = (
+        serve_command("userapp:app", port) if mode == "serve" else gunicorn_commands(port)["conf"]
+    )
     with serving(user_dir, command, port=port, env=checkout_env(), mode=mode) as srv:
         for _ in range(2):
             with pytest.raises(InvalidStatus) as info:
@@ -149,11 +159,19 @@ def test_port_in_use_is_one_line_and_exit_1(user_dir: Path) -> None:
         port = taken.getsockname()[1]
         for target in (None, "userapp:app"):
             result = subprocess.run(
-                serve_command(target, port), cwd=user_dir, env=checkout_env(), capture_output=True, text=True, timeout=60
+                serve_command(target, port),
+                cwd=user_dir,
+                env=checkout_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
             assert result.returncode == 1
             assert result.stdout == ""
-            assert result.stderr == f"wsapp: cannot listen on 127.0.0.1:{port}: address already in use\n"
+            assert (
+                result.stderr
+                == f"wsapp: cannot listen on 127.0.0.1:{port}: address already in use\n"
+            )
 
 
 @pytest.mark.parametrize(
@@ -166,26 +184,42 @@ def test_port_in_use_is_one_line_and_exit_1(user_dir: Path) -> None:
 )
 def test_unknown_app_is_one_line_and_exit_2(user_dir: Path, target: str, message: str) -> None:
     result = subprocess.run(
-        serve_command(target, new_port()), cwd=user_dir, env=checkout_env(), capture_output=True, text=True, timeout=60
+        serve_command(target, new_port()),
+        cwd=user_dir,
+        env=checkout_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("wsapp: cannot load the application") and message in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("wsapp: cannot load the application")
+        and message in lines[0]
+    )
 
 
-#: A date and time as logging (2026-12-01 19:39:01) or an access log (01/Dec/2026:19:39:11) writes it.
+#: A date and time as logging (2026-12-01 19:39:01) or an access log (01/Dec/2026:19:39:11)
+#: writes it.
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d|\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d")
 
 
 @pytest.mark.parametrize("mode", ["serve", "gunicorn"])
 def test_access_log_lines_carry_one_timestamp(user_dir: Path, mode: str) -> None:
     port = new_port()
-    command = serve_command("userapp:app", port) if mode == "serve" else gunicorn_commands(port)["conf"]
+    command = (
+        serve_command("userapp:app", port) if mode == "serve" else gunicorn_commands(port)["conf"]
+    )
     with serving(user_dir, command, port=port, env=checkout_env(), mode=mode) as srv:
         assert http_get(srv.http_url("/where"))[0] == 200
         assert http_get(srv.http_url("/nowhere"))[0] == 404
         log = srv.wait_for_log("/nowhere")
-    lines = [line for line in log.splitlines() if '"GET /where HTTP/1.1" 200' in line or "/nowhere" in line]
+    lines = [
+        line
+        for line in log.splitlines()
+        if '"GET /where HTTP/1.1" 200' in line or "/nowhere" in line
+    ]
     assert len(lines) == 2, log
     for line in lines:
         assert len(TIMESTAMP.findall(line)) == 1, line
@@ -194,7 +228,9 @@ def test_access_log_lines_carry_one_timestamp(user_dir: Path, mode: str) -> None
 @pytest.mark.parametrize("mode", ["serve", "gunicorn"])
 def test_view_error_closes_1011_with_one_log_line(user_dir: Path, mode: str) -> None:
     port = new_port()
-    command = serve_command("userapp:app", port) if mode == "serve" else gunicorn_commands(port)["conf"]
+    command = (
+        serve_command("userapp:app", port) if mode == "serve" else gunicorn_commands(port)["conf"]
+    )
     with serving(user_dir, command, port=port, env=checkout_env(), mode=mode) as srv:
         with connect(srv.url("/boom"), open_timeout=10) as ws:
             ws.send("go")
@@ -229,7 +265,9 @@ def test_wsapp_serve_helper(user_dir: Path) -> None:
         "import sys\n\nimport wsapp\nfrom userapp import app\n\n"
         "wsapp.serve(app, port=int(sys.argv[1]))\n"
     )
-    with serving(user_dir, [PYTHON, "run_serve.py", str(port)], port=port, env=checkout_env()) as srv:
+    with serving(
+        user_dir, [PYTHON, "run_serve.py", str(port)], port=port, env=checkout_env()
+    ) as srv:
         assert_echoes(srv.url("/x"))
         log = assert_sigterm_closes_1001(srv)
     assert "monkey-patched" not in log
@@ -237,12 +275,18 @@ def test_wsapp_serve_helper(user_dir: Path) -> None:
 
 def test_gunicorn_conf_without_wsapp_installed_says_so(user_dir: Path) -> None:
     env = clean_env()
-    probe = subprocess.run([PYTHON, "-c", "import wsapp"], cwd=user_dir, env=env, capture_output=True, timeout=60)
+    probe = subprocess.run(
+        [PYTHON, "-c", "import wsapp"], cwd=user_dir, env=env, capture_output=True, timeout=60
+    )
     if probe.returncode == 0:
         pytest.skip("wsapp is installed in the test interpreter")
     result = subprocess.run(
         [GUNICORN, "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{new_port()}", "userapp:app"],
-        cwd=user_dir, env=env, capture_output=True, text=True, timeout=60,
+        cwd=user_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "wsapp is not installed" in result.stderr and "Traceback" not in result.stderr

@@ -11,7 +11,9 @@ from wsapp.settings import Settings, SettingsError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wsapp", description="wsapp WebSocket echo and chat service")
+    parser = argparse.ArgumentParser(
+        prog="python -m wsapp", description="wsapp WebSocket echo and chat service"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser(
@@ -39,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument("--name", help="nickname")
 
     token = sub.add_parser("token", help="print a signed connection token (needs WSAPP_SECRET)")
-    token.add_argument("--room", action="append", required=True, help="room the token admits (repeatable)")
+    token.add_argument(
+        "--room", action="append", required=True, help="room the token admits (repeatable)"
+    )
     token.add_argument("--name", required=True)
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
 

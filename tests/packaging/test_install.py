@@ -9,6 +9,7 @@ what pyproject.toml declares, at the pinned versions.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -43,7 +44,10 @@ def copy_checkout(dest: Path) -> Path:
     """The checkout's files as git sees them (tracked and new, not ignored): no build/,
     no locally built .so, no egg-info, so each build starts clean."""
     listing = subprocess.run(
-        ["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
+        ["git", "ls-files", "-z", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
     ).stdout.decode()
     for name in filter(None, listing.split("\0")):
         src = ROOT / name
@@ -86,10 +90,20 @@ class Venv:
             self.pip("install", "--no-deps", "--force-reinstall", "-e", str(src))
         elif build == "c":
             first = self.installed is None
-            self.pip("install", *(["-c", str(ROOT / "requirements.txt")] if first else ["--no-deps", "--force-reinstall"]), str(src))
+            self.pip(
+                "install",
+                *(
+                    ["-c", str(ROOT / "requirements.txt")]
+                    if first
+                    else ["--no-deps", "--force-reinstall"]
+                ),
+                str(src),
+            )
         else:
             wheels = self.root / "wheels-pure"
-            self.pip("wheel", "--no-deps", "-w", str(wheels), str(src), env=clean_env(CC="/bin/false"))
+            self.pip(
+                "wheel", "--no-deps", "-w", str(wheels), str(src), env=clean_env(CC="/bin/false")
+            )
             (wheel,) = wheels.glob("wsapp-*.whl")
             if self.installed is None:
                 self.pip("install", "-c", str(ROOT / "requirements.txt"), str(wheel))
@@ -107,7 +121,14 @@ class Venv:
             " 'static': str(a.STATIC_DIR), 'speedups': frames.speedups_enabled(),"
             " 'files': sorted(str(f) for f in md.files('wsapp'))}))\n"
         )
-        out = subprocess.run([self.python, "-c", code], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [self.python, "-c", code],
+            cwd=cwd,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
@@ -162,6 +183,15 @@ def commands(v: Venv, port: int) -> dict[str, list[str]]:
     }
 
 
+def declared_extensions() -> dict[str, list[str]]:
+    """setup.py's SPEEDUPS {module: [C sources]}, read without running setup()."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "SPEEDUPS":
+            return ast.literal_eval(node.value)
+    raise AssertionError("setup.py declares no SPEEDUPS")
+
+
 def get(url: str) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.status, response.read()
@@ -186,8 +216,9 @@ def test_installed_package_with_speedups(with_c: Venv, user_dir: Path) -> None:
     assert facts["speedups"] is True
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     files = set(facts["files"])
-    assert f"wsapp/protocol/_speedups{suffix}" in files
-    assert "wsapp/protocol/_speedups.c" in files
+    for module, sources in declared_extensions().items():
+        assert module.replace(".", "/") + suffix in files, module
+        assert set(sources) <= files  # C sources ship too (build_speedups can rebuild)
     for name in os.listdir(ROOT / "templates"):
         assert f"wsapp/templates/{name}" in files
     for name in os.listdir(ROOT / "static"):
@@ -200,7 +231,10 @@ def test_installed_wsapp_serves_its_own_pages_and_echo(with_c: Venv, user_dir: P
     with serving(user_dir, command, port=port, env=clean_env()) as srv:
         status, page = get(srv.http_url("/"))
         assert status == 200 and b"<html" in page.lower()
-        assert get(srv.http_url("/assets/style.css")) == (200, (ROOT / "static" / "style.css").read_bytes())
+        assert get(srv.http_url("/assets/style.css")) == (
+            200,
+            (ROOT / "static" / "style.css").read_bytes(),
+        )
         assert_echoes(srv.url("/echo"))
         assert "framing: C speedups" in srv.log_text()
 
@@ -208,10 +242,15 @@ def test_installed_wsapp_serves_its_own_pages_and_echo(with_c: Venv, user_dir: P
 @pytest.mark.parametrize("how", ["serve", "factory", "gunicorn-conf", "gunicorn-k"])
 def test_user_app_outside_the_checkout(with_c: Venv, user_dir: Path, how: str) -> None:
     port = new_port()
-    with serving(user_dir, commands(with_c, port)[how], port=port, env=clean_env(), mode=how) as srv:
+    with serving(
+        user_dir, commands(with_c, port)[how], port=port, env=clean_env(), mode=how
+    ) as srv:
         assert_echoes(srv.url("/x"))
         status, where = get(srv.http_url("/where"))
-        assert status == 200 and Path(where.decode()) == site_packages(with_c) / "wsapp" / "__init__.py"
+        assert (
+            status == 200
+            and Path(where.decode()) == site_packages(with_c) / "wsapp" / "__init__.py"
+        )
         log = assert_sigterm_closes_1001(srv)
     assert "framing: C speedups" in log
 
@@ -228,7 +267,10 @@ def test_editable_install_uses_the_checkout(editable: Venv, user_dir: Path) -> N
     port = new_port()
     command = [editable.python, "-m", "wsapp", "serve", "--port", str(port)]
     with serving(user_dir, command, port=port, env=clean_env()) as srv:
-        assert get(srv.http_url("/assets/style.css")) == (200, (ROOT / "static" / "style.css").read_bytes())
+        assert get(srv.http_url("/assets/style.css")) == (
+            200,
+            (ROOT / "static" / "style.css").read_bytes(),
+        )
         assert_echoes(srv.url("/echo"))
 
 

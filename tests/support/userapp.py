@@ -123,7 +123,9 @@ def stop(server: ServerProcess) -> None:
 
 
 @contextlib.contextmanager
-def serving(cwd: Path, command: list[str], *, port: int, env: dict[str, str], mode: str = "user") -> Iterator[ServerProcess]:
+def serving(
+    cwd: Path, command: list[str], *, port: int, env: dict[str, str], mode: str = "user"
+) -> Iterator[ServerProcess]:
     server = start_in(cwd, command, port=port, env=env, mode=mode)
     try:
         yield server
