@@ -2,7 +2,7 @@
 
 Serves any WSGI app the same way: copy this file next to your own module and run
 `gunicorn -c gunicorn.conf.py module:app` (or `module:create_app()`) with wsapp installed
-(`pip install wsapp-checkout/`); nothing here imports this repository's wsgi.py.
+(`pip install /path/to/wsapp-checkout`); nothing here imports this repository's wsgi.py.
 
 Everything comes from WSAPP_* variables, validated here so a bad value stops the master
 with a clear message before any worker starts.
