@@ -1,12 +1,25 @@
 """gunicorn settings for wsapp: `gunicorn -c gunicorn.conf.py wsgi:app` (`-b` overrides bind).
 
+Serves any WSGI app the same way: copy this file next to your own module and run
+`gunicorn -c gunicorn.conf.py module:app` (or `module:create_app()`) with wsapp installed
+(`pip install /path/to/wsapp-checkout`); nothing here imports this repository's wsgi.py.
+
 Everything comes from WSAPP_* variables, validated here so a bad value stops the master
 with a clear message before any worker starts.
 """
 
 import sys
 
-from wsapp.settings import Settings, SettingsError
+try:
+    from wsapp.settings import Settings, SettingsError
+except ModuleNotFoundError as exc:
+    if exc.name != "wsapp":
+        raise
+    sys.stderr.write(
+        f"wsapp: gunicorn.conf.py: wsapp is not installed for {sys.executable}: "
+        "pip install it (pip install /path/to/wsapp-checkout) in the environment gunicorn runs in\n"
+    )
+    sys.exit(2)
 
 try:
     _settings = Settings.from_env()

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--upstream", action="append", required=True, help="HOST:PORT of one app process (repeat)")
     ap.add_argument("--listen", help="nginx listen directive value, e.g. 80 or 127.0.0.1:8080")
-    ap.add_argument("--static-root", default=None, help=f"directory served at /static/ (default in file; repo: {STATIC})")
+    ap.add_argument("--static-root", default=None, help=f"directory served at /assets/ (default in file; repo: {STATIC})")
     ap.add_argument("--server-name")
     ap.add_argument("--standalone", metavar="DIR", help="print a full nginx.conf for `nginx -p DIR/`")
     args = ap.parse_args(argv)

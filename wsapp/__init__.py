@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask
 
 from wsapp.app_state import init_state
+from wsapp.assets import STATIC_DIR, TEMPLATES_DIR
 from wsapp.engine import registry
 from wsapp.engine.errors import ConnectionClosed
 from wsapp.settings import Settings
 
-__all__ = ["ConnectionClosed", "Settings", "create_app"]
+__all__ = ["ConnectionClosed", "Settings", "__version__", "create_app", "serve"]
+
+#: The package version (pyproject.toml reads it from here).
+__version__ = "0.1.0"
 
 
 def _lean_log_records() -> None:
@@ -43,14 +49,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Application factory: nothing is configured at import time."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
-    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app = Flask(__name__, template_folder=TEMPLATES_DIR, static_folder=STATIC_DIR)
     app.config["MAX_CONTENT_LENGTH"] = max(64 * 1024, settings.max_chat_bytes * 8)
     init_state(app, settings)
     rt = registry.configure(settings)
-    from wsapp.speedups import select as speedups
+    from wsapp.hosting import framing
 
-    framing = speedups.configure(settings.speedups, settings.io_uring)
-    logging.getLogger("wsapp").info("framing: %s", framing)
+    logging.getLogger("wsapp").info("framing: %s", framing(settings))
 
     from wsapp import echo, web
 
@@ -69,4 +74,25 @@ def create_app(settings: Settings | None = None) -> Flask:
 
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
+    from wsapp import route_checks  # `flask run` and a missing websocket=True: a log line
+
+    route_checks.install(app)
     return app
+
+
+def serve(
+    app: Callable[..., Any] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    settings: Settings | None = None,
+) -> None:
+    """Serve a WSGI `app` (default: wsapp's own) with wsapp's embedded gevent server.
+
+    Blocks until SIGTERM or SIGINT, which close every WebSocket with 1001 first. Host and
+    port default to WSAPP_HOST and WSAPP_PORT; OSError if the address cannot be bound.
+    Call `gevent.monkey.patch_all()` before any other import. See `wsapp.server` for
+    `make_server` and `install_shutdown_handlers` (docs/routes.md)."""
+    from wsapp.server import serve as serve_forever
+
+    serve_forever(app, host, port, settings=settings)

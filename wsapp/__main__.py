@@ -11,10 +11,24 @@ from wsapp.settings import Settings, SettingsError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wsapp", description="wsapp WebSocket echo and chat service")
+    parser = argparse.ArgumentParser(
+        prog="python -m wsapp", description="wsapp WebSocket echo and chat service"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the embedded gevent server")
+    serve = sub.add_parser(
+        "serve",
+        help="run the embedded gevent server",
+        description="Serve a WSGI application with wsapp's handler (limits, keepalive, 1001 on "
+        "SIGTERM). Without APP: wsapp's own echo and chat service.",
+    )
+    serve.add_argument(
+        "app",
+        nargs="?",
+        metavar="APP",
+        help="module:app, module:create_app() (a factory call), or module (= module:app), "
+        "imported from the current directory",
+    )
     serve.add_argument("--host", help="listen address (default: WSAPP_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default: WSAPP_PORT or 8000)")
 
@@ -27,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument("--name", help="nickname")
 
     token = sub.add_parser("token", help="print a signed connection token (needs WSAPP_SECRET)")
-    token.add_argument("--room", action="append", required=True, help="room the token admits (repeatable)")
+    token.add_argument(
+        "--room", action="append", required=True, help="room the token admits (repeatable)"
+    )
     token.add_argument("--name", required=True)
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
 
@@ -39,10 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.command == "serve":
-        from wsapp.server import serve as run_server
+        from wsapp.server import run as run_server
 
-        run_server(settings, args.host, args.port)
-        return 0
+        return run_server(args.app, settings, args.host, args.port)
     if args.command == "client":
         from wsapp.cli_client import run_client
 

@@ -15,17 +15,16 @@ The app factory wires it with ``app.register_blueprint(pages.bp)``.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-ROOT = Path(__file__).resolve().parents[1]
+from wsapp.assets import STATIC_DIR, TEMPLATES_DIR
 
 bp = Blueprint(
     "pages",
     __name__,
-    template_folder=str(ROOT / "templates"),
-    static_folder=str(ROOT / "static"),
+    template_folder=str(TEMPLATES_DIR),
+    static_folder=str(STATIC_DIR),
     static_url_path="/assets",
 )
 

@@ -70,10 +70,10 @@ def test_one_room_across_backends_one_history_one_member_list(cluster: Cluster) 
 
 
 def test_nginx_serves_static_files_itself(cluster: Cluster) -> None:
-    status, body = http(cluster.url("/static/style.css"))
+    status, body = http(cluster.url("/assets/style.css"))  # the URL the pages link
     assert status == 200 and body == (ROOT / "static" / "style.css").read_bytes()
     for i in (0, 1):
-        assert "/static/style.css" not in cluster.backend(i).log_text()
+        assert "/assets/style.css" not in cluster.backend(i).log_text()
     status, _ = http(cluster.url("/healthz"))
     assert status == 200
 

@@ -85,7 +85,7 @@ def test_nginx_conf_has_what_websockets_need() -> None:
     timeout = int(re.search(r"proxy_read_timeout (\d+)s;", text).group(1))
     defaults = Settings()
     assert timeout > defaults.ping_interval + defaults.ping_timeout
-    assert re.search(r"location /static/ \{\s*alias ", text)
+    assert re.search(r"location /assets/ \{\s*alias ", text)  # the pages' asset URLs
 
 
 def test_rendered_config_passes_nginx_t() -> None:

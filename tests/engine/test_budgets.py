@@ -16,6 +16,7 @@ import pytest
 from tests.security.conftest import rss_kib
 from tests.support.rawws import Op, RawWS, encode_frame
 from tests.support.servers import running_server
+from wsapp.protocol.frames import encode_message
 
 MiB = 1 << 20
 MASK = b"\x01\x02\x03\x04"
@@ -64,7 +65,8 @@ def test_one_byte_fragment_floods_cost_their_size_and_never_stall_others():
     wire each). The server coalesces fragments as they come: RSS grows by at most 3x the
     bytes in flight (4 MiB), each message is echoed whole, and a bystander's echo round
     trip stays under 100 ms throughout (the reader yields every 16 KiB of slow parsing)."""
-    env = {"WSAPP_MAX_FRAGMENTS": str(2 * MiB), "WSAPP_RATE_LIMIT": "0"}
+    env = {"WSAPP_MAX_FRAGMENTS": str(2 * MiB), "WSAPP_RATE_LIMIT": "0",
+           "WSAPP_PING_INTERVAL": "0"}  # no pings in the replies: only the echo is read
     with running_server("serve", env=env) as srv:
         wire = _one_byte_fragments(MiB)
         attackers = [RawWS.connect(srv.url("/echo"), timeout=60) for _ in range(4)]
@@ -75,7 +77,7 @@ def test_one_byte_fragment_floods_cost_their_size_and_never_stall_others():
         peak = before
         echoed: list[bytes] = []
 
-        expected = encode_frame(Op.BINARY, b"x" * MiB)  # the server's unmasked echo
+        expected = encode_message(b"x" * MiB)  # the server's (unmasked) echo frame
 
         def attack(ws: RawWS) -> None:
             # Plain socket calls (they release the GIL): the bystander in this process

@@ -92,9 +92,8 @@ def server_command(
 ) -> list[str]:
     """The command line of a server; `app` ("module:attr") serves a user's app instead."""
     if mode == "serve":
-        if app is not None:
-            return [PYTHON, "-m", "tests.apps.run_embedded", app, str(port), *(extra or [])]
-        return [PYTHON, "-m", "wsapp", "serve", "--host", host, "--port", str(port), *(extra or [])]
+        return [PYTHON, "-m", "wsapp", "serve", "--host", host, "--port", str(port), *(extra or []),
+                *([app] if app is not None else [])]
     if mode == "gunicorn":
         return [GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"), "-b", f"{host}:{port}",
                 *(extra or []), app or "wsgi:app"]

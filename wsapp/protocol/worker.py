@@ -11,6 +11,7 @@ import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from gunicorn.workers.ggevent import PyWSGIHandler
 
+from wsapp import hosting
 from wsapp.engine import registry
 from wsapp.protocol.handler import WsappHandler
 
@@ -21,6 +22,12 @@ class GunicornWsappHandler(WsappHandler, PyWSGIHandler):
 
 class WsappWorker(GeventWebSocketWorker):
     wsgi_handler = GunicornWsappHandler
+
+    def load_wsgi(self) -> None:
+        """Any app: wsapp's logging and limits before it is imported, its route checks after."""
+        hosting.prepare_process(registry.current().settings)
+        super().load_wsgi()
+        hosting.prepare_app(self.wsgi)
 
     def _close_websockets(self) -> None:
         rt = registry.current()
