@@ -6,22 +6,27 @@ and by the chat view (tokens, per-connection message rate). Each refusal is a
 
     403  Origin not allowed (cross-site WebSocket hijacking), or missing when required
     401  chat token missing, invalid, expired, or not for this room
+    401/403  HTTP API read without the right to join the room (`api_read_access`)
     429  too many connections from this client IP  (WSAPP_MAX_CONN_PER_IP)
     503  too many connections in this process     (WSAPP_MAX_CONNECTIONS)
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from wsapp.protocol.handshake import Rejection
 from wsapp.ratelimit import TokenBucket
 from wsapp.settings import Settings
-from wsapp.tokens import TokenError, verify_token
+from wsapp.tokens import ANY_ROOM, TokenError, verify_token
 
 __all__ = [
+    "ReadAccess",
     "Rejection",
+    "api_read_access",
     "check_limits",
     "check_origin",
     "chat_token_name",
@@ -186,6 +191,45 @@ def chat_token_name(settings: Settings, room: str, token: str | None, now: float
     if not claims.allows(room):
         return Rejection(UNAUTHORIZED, "token not valid for this room")
     return claims.name
+
+
+@dataclass(frozen=True)
+class ReadAccess:
+    """The rooms an HTTP API caller may read: `rooms` None means every room."""
+
+    rooms: frozenset[str] | None = None
+
+    def allows(self, room: str) -> bool:
+        return self.rooms is None or room in self.rooms
+
+
+_TOKEN_REQUIRED = (
+    "token required: send Authorization: Bearer <room token or WSAPP_API_TOKEN>, or ?token="
+)
+
+
+def api_read_access(
+    settings: Settings, credential: str | None, now: float | None = None
+) -> ReadAccess | Rejection:
+    """Which rooms the HTTP API may show a caller presenting `credential` (issue 13).
+
+    Reading a room over HTTP needs the same right as joining it: with WSAPP_REQUIRE_TOKEN=1
+    a chat token admits the rooms it lists (``*``: all), the API token (WSAPP_API_TOKEN)
+    admits every room, and no credential or an invalid one is a 401. Without required
+    tokens anyone may join any room, so every room is readable and credentials are
+    ignored."""
+    if not settings.require_token:
+        return ReadAccess()
+    if not credential:
+        return Rejection(UNAUTHORIZED, _TOKEN_REQUIRED)
+    api_token = settings.api_token
+    if api_token and hmac.compare_digest(credential.encode("utf-8"), api_token.encode("utf-8")):
+        return ReadAccess()
+    try:
+        claims = verify_token(settings, credential, now)
+    except TokenError as exc:
+        return Rejection(UNAUTHORIZED, exc.reason)
+    return ReadAccess(None if ANY_ROOM in claims.rooms else frozenset(claims.rooms))
 
 
 def message_limiter(settings: Settings) -> TokenBucket | None:
