@@ -67,7 +67,9 @@ def list_rooms():
     if not isinstance(access, admission.ReadAccess):
         return access
     rooms = [r for r in get_state().broker.rooms() if access.allows(r.room)]
-    return jsonify(rooms=[{"room": r.room, "members": r.members, "last_id": r.last_id} for r in rooms])
+    return jsonify(
+        rooms=[{"room": r.room, "members": r.members, "last_id": r.last_id} for r in rooms]
+    )
 
 
 def _limit(default: int) -> int | None:

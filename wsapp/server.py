@@ -12,7 +12,7 @@ import signal
 import gevent
 from gevent.pywsgi import WSGIServer
 
-from wsapp import create_app
+from wsapp import admission, create_app
 from wsapp.protocol import runtime
 from wsapp.protocol.handler import WsappHandler
 from wsapp.settings import Settings
@@ -46,5 +46,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, lambda s=sig: gevent.spawn(shutdown, s))
     server.init_socket()
+    exposed = admission.public_bind_warning(settings, server.address)
+    if exposed:
+        log.warning("%s", exposed)
     log.info("wsapp listening on http://%s:%d (echo: ws://%s:%d/echo)", host, server.server_port, host, server.server_port)
     server.serve_forever()

@@ -181,11 +181,16 @@ class WsappHandler(WebSocketHandler):
     # --- request dispatch ----------------------------------------------------------------
 
     def run_application(self) -> None:
-        if not wants_websocket(self.environ):
-            return WSGIHandler.run_application(self)
         rt = runtime.current()
         settings = rt.settings
         self.client_ip = admission.client_ip(self.environ, self.socket_ip, settings.trusted_proxies)
+        bad_host = admission.host_rejection(self.environ, settings, self.server.address)
+        if bad_host is not None:  # issue 13: DNS rebinding; HTTP requests and handshakes alike
+            rt.metrics.handshake_rejected("host")
+            self.reject(bad_host)
+            return None
+        if not wants_websocket(self.environ):
+            return WSGIHandler.run_application(self)
         rejection = check_handshake(self.environ, self.request_version)
         label = "bad_handshake"
         if rejection is None and rt.shutting_down:
@@ -263,9 +268,10 @@ class WsappHandler(WebSocketHandler):
             close()
 
     def reject(self, rejection: Rejection) -> None:
-        """Refuse a handshake over plain HTTP, with a log line saying why."""
+        """Refuse a handshake (or a request) over plain HTTP, with a log line saying why."""
         log.warning(
-            "handshake refused: %s %s from %s: %s %s",
+            "%s refused: %s %s from %s: %s %s",
+            "handshake" if wants_websocket(self.environ) else "request",
             self.environ.get("REQUEST_METHOD"),
             self.environ.get("PATH_INFO"),
             self.peer,

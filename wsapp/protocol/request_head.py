@@ -6,7 +6,8 @@ bench.open_costs`). It is also lax where a server should not be: a line without 
 silently ends the headers (the rest is dropped), whitespace before the colon is
 accepted, and an obs-fold continuation stays inside the value as CRLF + space.
 `parse_header_lines` applies RFC 9112 instead: 400 for a malformed line
-(`BadHeaderLine`), obs-fold replaced by a space (RFC 9112 5.2), values trimmed.
+(`BadHeaderLine`) and for a second Host line (RFC 9112 3.2), obs-fold replaced by a space
+(RFC 9112 5.2), values trimmed.
 `RequestHeaders` offers exactly what pywsgi and our handler read from `handler.headers`.
 """
 
@@ -68,6 +69,7 @@ def parse_header_lines(lines: list[bytes]) -> RequestHeaders:
     """Parse the raw header lines of a request (each ending in CRLF or LF; the blank line
     that ends the block may be included). Raises BadHeaderLine for a malformed line."""
     items: list[tuple[str, str]] = []
+    seen_host = False
     for raw in lines:
         line = raw.rstrip(b"\r\n")
         if not line:
@@ -83,5 +85,9 @@ def parse_header_lines(lines: list[bytes]) -> RequestHeaders:
         if not colon or _TOKEN.fullmatch(name) is None:
             # no colon, an empty name, or whitespace before the colon (RFC 9112 5.1: 400)
             raise BadHeaderLine(f"malformed request header line {line[:80]!r}")
+        if name.lower() == b"host":
+            if seen_host:  # the environ would join them: "a,b" (RFC 9112 3.2: 400)
+                raise BadHeaderLine("more than one Host header")
+            seen_host = True
         items.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
     return RequestHeaders(items)
