@@ -22,6 +22,7 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from wsapp import hosts
+from wsapp.logsafe import escape
 from wsapp.protocol.handshake import Rejection
 from wsapp.ratelimit import TokenBucket
 from wsapp.settings import Settings
@@ -76,7 +77,7 @@ def client_ip(environ: Mapping[str, str], peer_ip: str, trusted_proxies: int) ->
     if trusted_proxies > 0:
         forwarded = forwarded_value(environ.get("HTTP_X_FORWARDED_FOR"), trusted_proxies)
         if forwarded:
-            return forwarded[:64]
+            return escape(forwarded, 64)  # the client's own text when a hop is missing
     return peer_ip
 
 
@@ -145,7 +146,7 @@ def _host_verdict(
         return f"malformed {name} header: {exc}"
     if hosts.allowed(*parsed, allowed, listener):
         return None
-    return f"host {value[:200]!r} not allowed (WSAPP_ALLOWED_HOSTS)"
+    return f"host '{escape(value)}' not allowed (WSAPP_ALLOWED_HOSTS)"
 
 
 def _listener_text(address: object) -> str:
@@ -233,11 +234,11 @@ def check_origin(
     if not allowed:
         if _same_origin(origin, host, scheme):
             return None
-        return f"cross-origin request from {origin[:200]!r}"
+        return f"cross-origin request from '{escape(origin)}'"
     normalized = normalize_origin(origin)
     if normalized is not None and normalized in {normalize_origin(a) for a in allowed}:
         return None
-    return f"origin {origin[:200]!r} not allowed"
+    return f"origin '{escape(origin)}' not allowed"
 
 
 def origin_rejection(environ: Mapping[str, str], settings: Settings) -> Rejection | None:

@@ -22,7 +22,7 @@ import gevent
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
-from wsapp import admission
+from wsapp import admission, logsafe
 from wsapp.protocol import runtime
 from wsapp.protocol.frames import CloseCode
 from wsapp.protocol.handshake import Rejection, check_handshake, upgrade_response, wants_websocket
@@ -272,8 +272,8 @@ class WsappHandler(WebSocketHandler):
         log.warning(
             "%s refused: %s %s from %s: %s %s",
             "handshake" if wants_websocket(self.environ) else "request",
-            self.environ.get("REQUEST_METHOD"),
-            self.environ.get("PATH_INFO"),
+            logsafe.escape(self.environ.get("REQUEST_METHOD"), 20),
+            logsafe.escape(self.environ.get("PATH_INFO")),
             self.peer,
             rejection.code,
             rejection.reason,
@@ -310,9 +310,9 @@ class WsappHandler(WebSocketHandler):
         log.info(
             "ws open conn=%s path=%s peer=%s origin=%s",
             ws.id,
-            self.environ.get("PATH_INFO"),
+            logsafe.escape(self.environ.get("PATH_INFO")),
             self.peer,
-            self.environ.get("HTTP_ORIGIN", "-"),
+            logsafe.escape(self.environ.get("HTTP_ORIGIN")),
         )
 
     # --- logging -------------------------------------------------------------------------
@@ -323,4 +323,11 @@ class WsappHandler(WebSocketHandler):
         if getattr(self, "environ", None) is None:
             return  # refused before an environ existed (431, 400): already logged by us
         # Skip the stock WebSocketHandler's logger; gunicorn's handler (if mixed in) logs access.
-        super(WebSocketHandler, self).log_request()
+        with logsafe.access_log_view(self):  # escaped, tokens redacted (issue 13)
+            super(WebSocketHandler, self).log_request()
+
+    def log_error(self, msg, *args) -> None:
+        """pywsgi's line for a bad request quotes the raw request line (a `repr`): redact
+        its secrets, escape what a `repr` leaves (non-ASCII)."""
+        text = msg % args if args else msg
+        super().log_error(logsafe.escape(logsafe.redact_text(text), 2000, quotes=False))

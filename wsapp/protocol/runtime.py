@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 
+from wsapp import logsafe
 from wsapp.admission import check_limits
 from wsapp.protocol.frames import CloseCode, Opcode, encode_close, encode_frame
 from wsapp.protocol.handshake import Rejection
@@ -119,13 +120,13 @@ class Runtime:
             ws.abort()
         self.discard(ws)
         close_log.info(
-            "ws close conn=%s path=%s peer=%s code=%s by=%s reason=%r duration=%.3fs in=%d out=%d",
+            "ws close conn=%s path=%s peer=%s code=%s by=%s reason='%s' duration=%.3fs in=%d out=%d",
             ws.id,
-            ws.path,
+            logsafe.escape(ws.path),
             ws.peer,
             ws.close_code,
             ws.close_initiator or "-",
-            ws.close_reason,
+            logsafe.escape(ws.close_reason),
             time.monotonic() - ws.opened_at,
             ws.messages_in,
             ws.messages_out,

@@ -29,6 +29,7 @@ from gevent.lock import Semaphore
 from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.websocket import WebSocket as StockWebSocket
 
+from wsapp import logsafe
 from wsapp.protocol import frames
 from wsapp.protocol.frames import Close, CloseCode, Opcode, Ping, Pong, ProtocolError
 
@@ -315,7 +316,10 @@ class WebSocket(StockWebSocket):
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 7.1.7): close frame with the code, linger, close TCP."""
-        log.warning("protocol error from %s on %s (conn %s): %d %s", self.peer, self.path, self.id, code, reason)
+        log.warning(
+            "protocol error from %s on %s (conn %s): %d %s",
+            self.peer, logsafe.escape(self.path), self.id, code, reason,
+        )
         if self.state == OPEN:
             self._send_close(code, reason, initiator="server")
         self._linger_and_finish()
