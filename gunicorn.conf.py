@@ -72,6 +72,17 @@ def on_starting(server):
         sys.exit(2)
 
 
+def when_ready(server):
+    """One warning per listener others can reach when no allowed hosts or origins are set
+    (the embedded server says the same): the app then serves any Host (DNS rebinding)."""
+    from wsapp.admission import public_bind_warning
+
+    for listener in server.LISTENERS:
+        exposed = public_bind_warning(_settings, listener.sock.getsockname())
+        if exposed:
+            server.log.warning("wsapp: %s", exposed)
+
+
 def nworkers_changed(server, new_value, old_value):
     """SIGTTIN at run time: stay at one worker without Redis (a split would be silent)."""
     if old_value is not None and _refuse_split_rooms(new_value):

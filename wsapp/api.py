@@ -5,7 +5,10 @@
     POST /api/rooms/<room>/messages          {"name": ..., "text": ...}, Bearer token
 
 POST needs ``Authorization: Bearer $WSAPP_API_TOKEN``; with no token configured the
-endpoint is disabled (403). Errors are JSON: ``{"error": code, "reason": sentence}``.
+endpoint is disabled (403). With WSAPP_REQUIRE_TOKEN=1 the GETs need the right to join:
+a chat token for the room (``Authorization: Bearer <token>`` or ``?token=``) or the API
+token, and the room list shows only the rooms the credential admits
+(`admission.api_read_access`). Errors are JSON: ``{"error": code, "reason": sentence}``.
 Registered by ``wsapp.chat.init_app``. Reference: docs/protocol.md.
 """
 
@@ -14,8 +17,9 @@ from __future__ import annotations
 import hmac
 import logging
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
+from wsapp import admission
 from wsapp.app_state import get_state
 from wsapp.chat import events
 from wsapp.chat.broker.base import BrokerUnavailable, InvalidMessageId
@@ -25,7 +29,7 @@ log = logging.getLogger("wsapp.api")
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
-def error(status: int, code: str, reason: str, headers: dict[str, str] | None = None):
+def error(status: int, code: str, reason: str, headers: dict[str, str] | None = None) -> Response:
     response = jsonify(error=code, reason=reason)
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
@@ -40,10 +44,32 @@ def _broker_down(exc: BrokerUnavailable):
     return error(503, events.E_UNAVAILABLE, "chat broker unavailable, try again later")
 
 
+def _credential() -> str | None:
+    """The caller's token: ``Authorization: Bearer <token>``, else ``?token=``."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and given.strip():
+        return given.strip()
+    return request.args.get("token") or None
+
+
+def _read_access() -> admission.ReadAccess | Response:
+    """The rooms this caller may read, or the 401 refusing it."""
+    access = admission.api_read_access(get_state().settings, _credential())
+    if isinstance(access, admission.Rejection):
+        challenge = 'Bearer realm="wsapp"' + (', error="invalid_token"' if _credential() else "")
+        return error(401, "unauthorized", access.reason, {"WWW-Authenticate": challenge})
+    return access
+
+
 @bp.get("/rooms")
 def list_rooms():
-    rooms = get_state().broker.rooms()
-    return jsonify(rooms=[{"room": r.room, "members": r.members, "last_id": r.last_id} for r in rooms])
+    access = _read_access()
+    if not isinstance(access, admission.ReadAccess):
+        return access
+    rooms = [r for r in get_state().broker.rooms() if access.allows(r.room)]
+    return jsonify(
+        rooms=[{"room": r.room, "members": r.members, "last_id": r.last_id} for r in rooms]
+    )
 
 
 def _limit(default: int) -> int | None:
@@ -57,8 +83,13 @@ def _limit(default: int) -> int | None:
 
 @bp.get("/rooms/<room>/messages")
 def room_messages(room: str):
+    access = _read_access()
+    if not isinstance(access, admission.ReadAccess):
+        return access
     if not events.is_valid_room(room):
         return error(400, "invalid_room", "room names are 1 to 64 of A-Z a-z 0-9 _ - .")
+    if not access.allows(room):
+        return error(403, "forbidden", "token not valid for this room")
     state = get_state()
     broker = state.broker
     since = request.args.get("since") or None

@@ -38,6 +38,7 @@ from gevent.baseserver import parse_address
 from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
+from wsapp import admission
 from wsapp.engine import registry
 from wsapp.hosting import AppLoadError, load_app, prepare_app, prepare_process
 from wsapp.protocol.handler import WsappHandler
@@ -135,6 +136,13 @@ def install_shutdown_handlers(
         gevent.signal_handler(sig, lambda s=sig: gevent.spawn(shutdown, s))
 
 
+def _warn_if_exposed(server: WSGIServer) -> None:
+    """One line when a non-loopback bind has neither allowed hosts nor allowed origins."""
+    exposed = admission.public_bind_warning(registry.current().settings, server.address)
+    if exposed:
+        log.warning("%s", exposed)
+
+
 def _http_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
@@ -163,6 +171,7 @@ def serve(
     server = make_server(app, host, port, settings=settings)
     install_shutdown_handlers(server)
     host, port = server.address[0], server.server_port
+    _warn_if_exposed(server)
     log.info("wsapp listening on %s", _http_url(host, port))
     server.serve_forever()
 
@@ -194,6 +203,7 @@ def run(target: str | None, settings: Settings, host: str | None, port: int | No
         return 2
     server = make_server(app, settings=settings, listener=listener)
     install_shutdown_handlers(server)
+    _warn_if_exposed(server)
     url = _http_url(host, server.server_port)
     what = f"app {target}" if target else f"echo: ws{url[4:]}/echo"
     log.info("wsapp listening on %s (%s)", url, what)

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from wsapp.hosts import HostError, parse_patterns
+
 PREFIX = "WSAPP_"
 
 
@@ -65,6 +67,15 @@ def _origins(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _hosts(raw: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    try:
+        parse_patterns(items)
+    except HostError as exc:
+        raise ValueError(f"must be a comma list of host[:port], .domain or '*': {exc}") from None
+    return items
+
+
 def _redis_url(raw: str) -> str:
     value = raw.strip()
     if value and not value.startswith(("redis://", "rediss://", "unix://")):
@@ -105,8 +116,16 @@ class Settings:
     redis_url: str = _setting("", _redis_url, "Redis URL; set it to share rooms across processes and hosts. Empty: in-process memory broker.")
     presence_ttl: float = _setting(30.0, _float(1.0, 3600.0), "Seconds before presence of a vanished process expires (Redis broker).")
     trusted_proxies: int = _setting(0, _int(0, 10), "Number of reverse proxies whose X-Forwarded-* headers are trusted (0: none).")
-    allowed_origins: tuple[str, ...] = _setting((), _origins, "Comma list of allowed Origins for WebSocket handshakes, or `*`; empty: same origin as Host.")
+    allowed_origins: tuple[str, ...] = _setting((), _origins, "Comma list of allowed Origins for WebSocket handshakes, or `*`; empty: same origin as the request (its scheme and Host).")
     require_origin: bool = _setting(False, _bool, "Refuse WebSocket handshakes without an Origin header.")
+    allowed_hosts: tuple[str, ...] = _setting(
+        (),
+        _hosts,
+        "Comma list of Host values served besides localhost, 127.0.0.1 and [::1] (`name`, "
+        "`name:port`, `.domain` with subdomains, `[v6]`, `*` any); others get 400. Empty: "
+        "only those on a loopback or Unix socket listener, any host otherwise (start-up "
+        "warning if WSAPP_ALLOWED_ORIGINS is empty too).",
+    )
     secret: str = _setting("", _str, "Secret for signing connection tokens.")
     require_token: bool = _setting(False, _bool, "Require a signed `?token=` on /chat/<room> (needs WSAPP_SECRET).")
     rate_limit: float = _setting(20.0, _float(0.0, 1e6), "Messages per second per connection (token bucket); 0 disables.")

@@ -67,6 +67,34 @@ def test_malformed_lines_are_refused(bad: bytes):
         parse_header_lines(lines(b"Host: a\r\n", bad, b"Upgrade: websocket\r\n"))
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"X-Nul: a\x00b\r\n",  # RFC 9110 5.5: NUL, CR, LF in a value: refuse (or replace)
+        b"X-Cr: a\rb\r\n",
+        b"X-Cr-End: ab\r\r\n",  # a bare CR before the line ending is in the value
+        b"X-Esc: \x1b[31mred\r\n",
+        b"X-Del: a\x7fb\r\n",
+        b"X-Vt: a\x0bb\r\n",
+        b" \x00folded\r\n",  # an obs-fold continuation of the line above, checked the same way
+    ],
+)
+def test_control_characters_in_values_are_refused(bad: bytes):
+    with pytest.raises(BadHeaderLine, match="control character"):
+        parse_header_lines(lines(b"Host: a\r\n", bad, b"Upgrade: websocket\r\n"))
+
+
+def test_htab_sp_vchar_and_obs_text_are_field_content():
+    h = parse_header_lines(lines(b"X-Ok: a\tb c~!\x80\xff\r\n"))
+    assert h.get("x-ok") == "a\tb c~!\x80\xff"
+
+
+def test_a_second_host_line_is_refused():
+    """RFC 9112 3.2: more than one Host line is a 400 (the environ would join them)."""
+    with pytest.raises(BadHeaderLine, match="more than one Host"):
+        parse_header_lines(lines(b"Host: a\r\n", b"host: b\r\n"))
+
+
 def test_a_block_cannot_start_with_a_continuation_line():
     with pytest.raises(BadHeaderLine):
         parse_header_lines(lines(b" folded\r\n", b"Host: a\r\n"))

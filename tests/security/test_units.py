@@ -64,30 +64,45 @@ def test_chat_token_name():
 
 
 @pytest.mark.parametrize(
-    ("origin", "host", "allowed", "required", "ok"),
+    ("origin", "host", "allowed", "required", "scheme", "ok"),
     [
-        (None, "h:1", (), False, True),
-        (None, "h:1", (), True, False),
-        ("", "h:1", (), True, False),
-        ("http://h:1", "h:1", (), False, True),
-        ("https://h", "h", (), False, True),
-        ("https://h:443", "H", (), False, True),
-        ("http://h", "h:80", (), False, True),
-        ("http://h:2", "h:1", (), False, False),
-        ("http://evil", "h", (), False, False),
-        ("null", "h", (), False, False),
-        ("http://[::1]:8000", "[::1]:8000", (), False, True),
-        ("http://user@h", "h", (), False, False),
-        ("https://app.example.com", "h", ("https://app.example.com",), False, True),
-        ("https://app.example.com:443", "h", ("https://app.example.com",), False, True),
-        ("http://app.example.com", "h", ("https://app.example.com",), False, False),
-        ("https://h", "h", ("https://app.example.com",), False, False),  # a list replaces same-origin
-        ("null", "h", ("*",), False, True),
-        (None, "h", ("*",), True, False),
+        (None, "h:1", (), False, "http", True),
+        (None, "h:1", (), True, "http", False),
+        ("", "h:1", (), True, "http", False),
+        ("http://h:1", "h:1", (), False, "http", True),
+        ("https://h", "h", (), False, "https", True),
+        ("https://h:443", "H", (), False, "https", True),
+        ("http://h", "h:80", (), False, "http", True),
+        ("http://h:2", "h:1", (), False, "http", False),
+        ("http://evil", "h", (), False, "http", False),
+        ("null", "h", (), False, "http", False),
+        ("http://[::1]:8000", "[::1]:8000", (), False, "http", True),
+        ("http://user@h", "h", (), False, "http", False),
+        # issue 13: the scheme is compared too (https page to an http server, or foo://)
+        ("https://h", "h", (), False, "http", False),
+        ("https://h:80", "h", (), False, "http", False),
+        ("http://h", "h", (), False, "https", False),
+        ("foo://h:1", "h:1", (), False, "http", False),
+        ("foo://h:1", "h:1", (), False, "foo", False),
+        ("https://app.example.com", "h", ("https://app.example.com",), False, "http", True),
+        ("https://app.example.com:443", "h", ("https://app.example.com",), False, "http", True),
+        ("http://app.example.com", "h", ("https://app.example.com",), False, "http", False),
+        ("https://h", "h", ("https://app.example.com",), False, "https", False),  # a list replaces same-origin
+        ("null", "h", ("*",), False, "http", True),
+        (None, "h", ("*",), True, "http", False),
     ],
 )
-def test_check_origin(origin, host, allowed, required, ok):
-    assert (admission.check_origin(origin, host, allowed, required) is None) is ok
+def test_check_origin(origin, host, allowed, required, scheme, ok):
+    assert (admission.check_origin(origin, host, allowed, required, scheme) is None) is ok
+
+
+def test_request_scheme_trusts_forwarded_proto_only_through_proxies():
+    env = {"wsgi.url_scheme": "http", "HTTP_X_FORWARDED_PROTO": "evil, https"}
+    assert admission.request_scheme(env, 0) == "http"
+    assert admission.request_scheme(env, 1) == "https"
+    assert admission.request_scheme({"wsgi.url_scheme": "https"}, 0) == "https"
+    assert admission.request_scheme({"HTTP_X_FORWARDED_PROTO": "WSS"}, 1) == "https"
+    assert admission.request_scheme({"HTTP_X_FORWARDED_PROTO": "foo"}, 1) == "foo"
 
 
 def test_forwarded_values():

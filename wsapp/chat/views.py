@@ -12,7 +12,7 @@ import logging
 import gevent
 from flask import Blueprint, request
 
-from wsapp import admission, metrics
+from wsapp import admission, logsafe, metrics
 from wsapp.app_state import get_state
 from wsapp.engine.websocket import WebSocket
 from wsapp.protocol.session import CloseCause
@@ -30,7 +30,11 @@ CLOSE_TRY_AGAIN = 1013
 
 def refuse(reason: str, status: int = 400):
     """A plain-text HTTP answer to a handshake we do not accept (no upgrade)."""
-    log.info("chat handshake refused (%d %s): %s %s", status, reason, request.remote_addr, request.path[:200])  # no query: it may hold a token
+    log.info(  # no query: it may hold a token
+        "chat handshake refused (%d %s): %s %s",
+        status, logsafe.escape(reason), logsafe.escape(request.remote_addr, 64),
+        logsafe.escape(request.path),
+    )
     return reason + "\n", status, {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 
+from wsapp import logsafe
 from wsapp.admission import check_limits
 from wsapp.engine import housekeeping
 from wsapp.protocol.frames import CloseCode
@@ -113,10 +114,10 @@ class Registry:
         self.discard(ws)
         cause = ws.session.cause
         close_log.info(
-            "ws close conn=%s path=%s peer=%s code=%s by=%s cause=%s reason=%r duration=%.3fs"
+            "ws close conn=%s path=%s peer=%s code=%s by=%s cause=%s reason='%s' duration=%.3fs"
             " in=%d out=%d",
-            ws.id, ws.path, ws.peer, ws.close_code, ws.close_initiator or "-",
-            cause.value if cause is not None else "-", ws.close_reason,
+            ws.id, logsafe.escape(ws.path), ws.peer, ws.close_code, ws.close_initiator or "-",
+            cause.value if cause is not None else "-", logsafe.escape(ws.close_reason),
             time.monotonic() - ws.opened_at, ws.messages_in, ws.messages_out,
         )
 

@@ -35,6 +35,7 @@ from gevent import socket as gsocket
 from gevent.event import Event
 from geventwebsocket.websocket import WebSocket as StockWebSocket
 
+from wsapp import logsafe
 from wsapp.engine.closing import ClosingMixin
 from wsapp.engine.errors import ConnectionClosed
 from wsapp.engine.inbox import InboxMixin
@@ -271,6 +272,12 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
                         since_yield = 0
                         gevent.idle()
                 if session.close_expected() or session.state is State.CLOSED:
+                    if session.failed and session.cause is not CloseCause.SLOW_CONSUMER:
+                        log.warning(
+                            "protocol error from %s on %s (conn %s): %d %s", self.peer,
+                            logsafe.escape(self.path), self.id, session.close_code,
+                            session.close_reason,
+                        )
                     break
                 if session.state is State.CLOSING:
                     data = self._read_closing(recv)

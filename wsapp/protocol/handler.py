@@ -22,7 +22,7 @@ import gevent
 from gevent.pywsgi import WSGIHandler
 from geventwebsocket.handler import WebSocketHandler
 
-from wsapp import admission
+from wsapp import admission, logsafe
 from wsapp.engine import registry
 from wsapp.engine.websocket import RFILE_CHUNK as RFILE_BUFFER
 from wsapp.engine.websocket import WebSocket
@@ -181,11 +181,16 @@ class WsappHandler(WebSocketHandler):
     # --- request dispatch ----------------------------------------------------------------
 
     def run_application(self) -> None:
-        if not wants_websocket(self.environ):
-            return WSGIHandler.run_application(self)
         rt = registry.current()
         settings = rt.settings
         self.client_ip = admission.client_ip(self.environ, self.socket_ip, settings.trusted_proxies)
+        bad_host = admission.host_rejection(self.environ, settings, self.server.address)
+        if bad_host is not None:  # issue 13: DNS rebinding; HTTP requests and handshakes alike
+            rt.sink.handshake_rejected("host")
+            self.reject(bad_host)
+            return None
+        if not wants_websocket(self.environ):
+            return WSGIHandler.run_application(self)
         rejection = check_handshake(self.environ, self.request_version)
         label = "bad_handshake"
         if rejection is None and rt.shutting_down:
@@ -264,11 +269,12 @@ class WsappHandler(WebSocketHandler):
             close()
 
     def reject(self, rejection: Rejection) -> None:
-        """Refuse a handshake over plain HTTP, with a log line saying why."""
+        """Refuse a handshake (or a request) over plain HTTP, with a log line saying why."""
         log.warning(
-            "handshake refused: %s %s from %s: %s %s",
-            self.environ.get("REQUEST_METHOD"),
-            self.environ.get("PATH_INFO"),
+            "%s refused: %s %s from %s: %s %s",
+            "handshake" if wants_websocket(self.environ) else "request",
+            logsafe.escape(self.environ.get("REQUEST_METHOD"), 20),
+            logsafe.escape(self.environ.get("PATH_INFO")),
             self.peer,
             rejection.code,
             rejection.reason,
@@ -305,9 +311,9 @@ class WsappHandler(WebSocketHandler):
         log.info(
             "ws open conn=%s path=%s peer=%s origin=%s",
             ws.id,
-            self.environ.get("PATH_INFO"),
+            logsafe.escape(self.environ.get("PATH_INFO")),
             self.peer,
-            self.environ.get("HTTP_ORIGIN", "-"),
+            logsafe.escape(self.environ.get("HTTP_ORIGIN")),
         )
 
     # --- logging -------------------------------------------------------------------------
@@ -318,4 +324,11 @@ class WsappHandler(WebSocketHandler):
         if getattr(self, "environ", None) is None:
             return  # refused before an environ existed (431, 400): already logged by us
         # Skip the stock WebSocketHandler's logger; gunicorn's handler (if mixed in) logs access.
-        super(WebSocketHandler, self).log_request()
+        with logsafe.access_log_view(self):  # escaped, tokens redacted (issue 13)
+            super(WebSocketHandler, self).log_request()
+
+    def log_error(self, msg, *args) -> None:
+        """pywsgi's line for a bad request quotes the raw request line (a `repr`): redact
+        its secrets, escape what a `repr` leaves (non-ASCII)."""
+        text = msg % args if args else msg
+        super().log_error(logsafe.escape(logsafe.redact_text(text), 2000, quotes=False))

@@ -6,7 +6,9 @@ bench.open_costs`). It is also lax where a server should not be: a line without 
 silently ends the headers (the rest is dropped), whitespace before the colon is
 accepted, and an obs-fold continuation stays inside the value as CRLF + space.
 `parse_header_lines` applies RFC 9112 instead: 400 for a malformed line
-(`BadHeaderLine`), obs-fold replaced by a space (RFC 9112 5.2), values trimmed.
+(`BadHeaderLine`), for a control character other than HTAB in a value (NUL, a bare CR,
+ESC: RFC 9110 5.5) and for a second Host line (RFC 9112 3.2), obs-fold replaced by a space
+(RFC 9112 5.2), values trimmed.
 `RequestHeaders` offers exactly what pywsgi and our handler read from `handler.headers`.
 """
 
@@ -17,6 +19,9 @@ from collections.abc import Iterator
 
 # RFC 9110 5.6.2: field-name = token
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 5.5: a field value is HTAB, SP, VCHAR and obs-text; any other CTL (NUL, CR, LF,
+# ESC, DEL...) is invalid, and a server may reject the message: 400.
+_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class BadHeaderLine(ValueError):
@@ -68,10 +73,14 @@ def parse_header_lines(lines: list[bytes]) -> RequestHeaders:
     """Parse the raw header lines of a request (each ending in CRLF or LF; the blank line
     that ends the block may be included). Raises BadHeaderLine for a malformed line."""
     items: list[tuple[str, str]] = []
+    seen_host = False
     for raw in lines:
-        line = raw.rstrip(b"\r\n")
+        # One line ending only (CRLF, or a bare LF): a CR before it is a CTL in the value.
+        line = raw[:-2] if raw[-2:] == b"\r\n" else raw[:-1] if raw[-1:] == b"\n" else raw
         if not line:
             break
+        if _CTL.search(line) is not None:
+            raise BadHeaderLine(f"control character in request header line {line[:80]!r}")
         if line[:1] in (b" ", b"\t"):  # obs-fold: continues the previous value (RFC 9112 5.2)
             if not items:
                 raise BadHeaderLine("header block starts with a continuation line")
@@ -83,5 +92,9 @@ def parse_header_lines(lines: list[bytes]) -> RequestHeaders:
         if not colon or _TOKEN.fullmatch(name) is None:
             # no colon, an empty name, or whitespace before the colon (RFC 9112 5.1: 400)
             raise BadHeaderLine(f"malformed request header line {line[:80]!r}")
+        if name.lower() == b"host":
+            if seen_host:  # the environ would join them: "a,b" (RFC 9112 3.2: 400)
+                raise BadHeaderLine("more than one Host header")
+            seen_host = True
         items.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
     return RequestHeaders(items)
