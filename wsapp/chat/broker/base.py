@@ -23,6 +23,7 @@ Delivery
 
 from __future__ import annotations
 
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any, Literal
 
+log = logging.getLogger("wsapp.chat.broker")
 
 class BrokerError(Exception):
     """Base class of broker failures."""
@@ -54,7 +56,13 @@ class Message:
     ts: int  # Unix time in milliseconds, assigned by the broker
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "room": self.room, "name": self.name, "text": self.text, "ts": self.ts}
+        return {
+            "id": self.id,
+            "room": self.room,
+            "name": self.name,
+            "text": self.text,
+            "ts": self.ts,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +106,23 @@ class Subscription:
     callback: Callback
     id: int = field(default_factory=lambda: next(_subscription_ids))
     active: bool = True
+
+
+def fan_out(subscriptions: list[Subscription], event: Event) -> None:
+    """Call every active subscription's callback with `event`, in subscription order.
+
+    The one delivery loop of every broker. It iterates over a copy, so a callback may
+    subscribe or unsubscribe; subscriptions found inactive are removed from the list. A
+    callback that raises is logged and the others still get the event."""
+    for sub in tuple(subscriptions):
+        if not sub.active:
+            if sub in subscriptions:
+                subscriptions.remove(sub)
+            continue
+        try:
+            sub.callback(event)
+        except Exception:  # one broken subscriber must not starve the others
+            log.exception("chat subscriber %s of room %s failed", sub.id, sub.room)
 
 
 _STREAM_ID = re.compile(r"(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,18})")
@@ -160,7 +185,9 @@ class Broker(ABC):
         """Assign the next id of `room`, append to its history, deliver to its subscribers."""
 
     @abstractmethod
-    def history(self, room: str, since: str | None = None, limit: int | None = None) -> list[Message]:
+    def history(
+        self, room: str, since: str | None = None, limit: int | None = None
+    ) -> list[Message]:
         """Retained messages of `room`, oldest first.
 
         ``since=None``: the newest `limit` messages (all retained ones if `limit` is None).

@@ -10,7 +10,6 @@ append and delivery to subscribers are atomic: subscribers see a room's events i
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,15 +18,13 @@ from dataclasses import dataclass, field
 from .base import (
     Broker,
     Callback,
-    Event,
     Member,
     Message,
     PresenceEvent,
     RoomInfo,
     Subscription,
+    fan_out,
 )
-
-log = logging.getLogger("wsapp.chat.broker")
 
 
 @dataclass
@@ -61,15 +58,6 @@ class MemoryBroker(Broker):
             r = self._rooms[room] = _Room(history=deque(maxlen=self._max_history or None), floor=self._start_key)
         return r
 
-    def _deliver(self, r: _Room, event: Event) -> None:
-        for sub in tuple(r.subscribers):
-            if not sub.active:
-                continue
-            try:
-                sub.callback(event)
-            except Exception:  # one broken subscriber must not starve the others
-                log.exception("chat subscriber %s of room %s failed", sub.id, sub.room)
-
     # ---- messages
 
     def publish(self, room: str, name: str, text: str) -> Message:
@@ -85,7 +73,7 @@ class MemoryBroker(Broker):
             if len(r.history) == self._max_history:
                 r.floor = self.id_key(r.history[0].id)  # about to be evicted
             r.history.append(msg)
-        self._deliver(r, msg)
+        fan_out(r.subscribers, msg)
         return msg
 
     def history(self, room: str, since: str | None = None, limit: int | None = None) -> list[Message]:
@@ -130,7 +118,7 @@ class MemoryBroker(Broker):
     def join(self, room: str, member: Member) -> None:
         r = self._room(room)
         r.members[member.id] = member
-        self._deliver(r, PresenceEvent(room, "join", member))
+        fan_out(r.subscribers, PresenceEvent(room, "join", member))
 
     def leave(self, room: str, member_id: str) -> None:
         r = self._rooms.get(room)
@@ -138,7 +126,7 @@ class MemoryBroker(Broker):
             return
         member = r.members.pop(member_id, None)
         if member is not None:
-            self._deliver(r, PresenceEvent(room, "leave", member))
+            fan_out(r.subscribers, PresenceEvent(room, "leave", member))
         self._forget_if_empty(room, r)
 
     def members(self, room: str) -> list[Member]:

@@ -1,0 +1,145 @@
+"""The broker's link to Redis: connections, the up/down state, and guarded calls.
+
+One command connection pool (calls from request greenlets, at most ``max_connections`` at
+once) and a factory for the listener's pub/sub connection. The link is *up* once the
+listener has subscribed and caught up, and *down* after any connection error: while down,
+every request fails at once with :class:`BrokerUnavailable` instead of waiting on the
+network, and ``/readyz`` answers 503. Whoever notices an error marks the link down; only
+the listener marks it up again (after its resync).
+
+Works with and without gevent's monkey patching: without it, sockets are made as gevent
+sockets so that the listener greenlet never blocks the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import gevent.event
+import gevent.lock
+import gevent.socket
+import redis
+import redis.connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..base import BrokerUnavailable
+
+log = logging.getLogger("wsapp.chat.broker")
+
+#: errors that mean the connection is gone (or never came)
+NET_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class GeventConnection(redis.connection.Connection):
+    """A TCP connection whose socket cooperates with gevent even without monkey patching."""
+
+    def _connect(self):
+        if socket.socket is gevent.socket.socket:  # patched: already cooperative
+            return super()._connect()
+        sock = gevent.socket.create_connection(
+            (self.host, self.port), timeout=self.socket_connect_timeout
+        )
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.socket_keepalive:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.settimeout(self.socket_timeout)
+        return sock
+
+
+class Link:
+    """Connections to one Redis and whether it can be used right now."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        command_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        max_connections: int = 64,
+        slot_timeout: float = 30.0,
+    ) -> None:
+        self.url = url
+        pool_kwargs: dict[str, Any] = {
+            "socket_timeout": command_timeout,
+            "socket_connect_timeout": connect_timeout,
+            "protocol": 2,  # RESP2: pub/sub messages are plain replies, not RESP3 push frames
+        }
+        if url.startswith("redis://"):
+            pool_kwargs["connection_class"] = GeventConnection
+        self.pool = redis.ConnectionPool.from_url(url, **pool_kwargs)
+        self.client = redis.Redis(connection_pool=self.pool)
+        # At most `max_connections` request greenlets talk to Redis at once; the others wait
+        # their turn (a join storm), up to `slot_timeout`. Waiting too long fails that one
+        # call, it does not mean Redis is down.
+        self._slots = gevent.lock.BoundedSemaphore(max_connections)
+        self.slot_timeout = slot_timeout
+        ps_kwargs = dict(self.pool.connection_kwargs)
+        ps_kwargs["socket_timeout"] = None  # the listener blocks; liveness comes from PINGs
+        self._ps_kwargs = ps_kwargs
+
+        self.up = False
+        self.closed = False
+        self.error = "not connected yet"
+        self.up_event = gevent.event.Event()
+        #: called (without arguments) whenever the link goes down: drop the pub/sub connection
+        self.on_down: Callable[[], None] = lambda: None
+
+    def pubsub_connection(self) -> Any:
+        """A new, unconnected connection for the listener (no read timeout)."""
+        return self.pool.connection_class(**self._ps_kwargs)
+
+    def safe_url(self) -> str:
+        """The URL without its password, for logs."""
+        head, sep, tail = self.url.rpartition("@")
+        return f"redis://***@{tail}" if sep else self.url
+
+    def healthy(self) -> bool:
+        return self.up and not self.closed
+
+    def check_up(self) -> None:
+        if not self.up:
+            raise BrokerUnavailable(f"redis unavailable: {self.error}")
+
+    def mark_up(self) -> None:
+        self.error = ""
+        self.up = True
+        self.up_event.set()
+
+    def mark_down(self, error: BaseException | str) -> None:
+        if self.closed:
+            return
+        self.error = str(error) or type(error).__name__
+        if self.up:
+            log.warning("redis broker: connection lost (%s); reconnecting", self.error)
+        self.up = False
+        self.up_event.clear()
+        self.on_down()
+
+    def close(self) -> None:
+        self.closed = True
+        self.up = False
+        self.pool.disconnect()
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one Redis call for a request: fail fast while down, BrokerUnavailable on errors."""
+        self.check_up()
+        if not self._slots.acquire(timeout=self.slot_timeout):
+            raise BrokerUnavailable(
+                f"redis busy: no connection free within {self.slot_timeout:g}s"
+            )
+        try:
+            return fn(*args, **kwargs)
+        except RedisTimeoutError as exc:  # slow, maybe overloaded: fail this call only
+            raise BrokerUnavailable(f"redis timeout: {exc}") from exc
+        except (RedisConnectionError, OSError) as exc:
+            self.mark_down(exc)
+            raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
+        except RedisError as exc:  # e.g. OOM, READONLY replica, LOADING
+            raise BrokerUnavailable(f"redis error: {exc}") from exc
+        finally:
+            self._slots.release()
