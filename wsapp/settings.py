@@ -97,6 +97,19 @@ class Settings:
     max_message_bytes: int = _setting(MiB, _int(1, 1 << 31), "Largest frame or reassembled message accepted (inclusive); larger gets close 1009.")
     max_chat_bytes: int = _setting(16 * 1024, _int(1, 1 << 24), "Largest chat message text in UTF-8 bytes; larger gets an `error` event.")
     history: int = _setting(100, _int(0, 100_000), "Messages kept per room and replayed to a new member.")
+    history_bytes: int = _setting(
+        64 * MiB,
+        _int(1024, 1 << 40),
+        "Process-wide budget in bytes for chat history (memory broker): per message its text "
+        "and name in UTF-8 plus 512, per room 2048; over it, idle rooms are forgotten, least "
+        "recently used first, then the oldest messages of rooms in use.",
+    )
+    room_ttl: float = _setting(
+        86400.0,
+        _float(0.0, 10 * 365 * 86400.0),
+        "Seconds after which a room with no members and no new message, join or leave is "
+        "forgotten with its history (both brokers; Redis: key expiry); 0 keeps rooms.",
+    )
     send_queue: int = _setting(1000, _int(1, 1_000_000), "Outbound frames queued per connection before it is closed 1008 as too slow.")
     api_token: str = _setting("", _str, "Bearer token for `POST /api/rooms/<room>/messages`; empty disables the endpoint (403).")
     redis_url: str = _setting("", _redis_url, "Redis URL; set it to share rooms across processes and hosts. Empty: in-process memory broker.")

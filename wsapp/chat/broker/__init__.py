@@ -51,4 +51,4 @@ def create_broker(settings: Settings) -> Broker:
         from .redis import RedisBroker
 
         return RedisBroker.from_settings(settings)
-    return MemoryBroker(history=settings.history)
+    return MemoryBroker.from_settings(settings)

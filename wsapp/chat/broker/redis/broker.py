@@ -61,6 +61,7 @@ class RedisBroker(Broker):
         *,
         history: int = 100,
         presence_ttl: float = 30.0,
+        room_ttl: float = 0.0,
         prefix: str = "wsapp:",
         command_timeout: float = 5.0,
         connect_timeout: float = 2.0,
@@ -70,12 +71,16 @@ class RedisBroker(Broker):
         max_connections: int = 64,
         slot_timeout: float = 30.0,
         start_wait: float = 3.0,
+        probe_interval: float = 0.5,
+        probe_bytes: int = 17 * 1024,
     ) -> None:
         if history < 0:
             raise ValueError("history must be >= 0")
         self.url = url
         self.history_size = history
         self.presence_ttl = presence_ttl
+        self.room_ttl = room_ttl
+        self.room_ttl_ms = int(room_ttl * 1000)
         self.prefix = prefix
         self.start_wait = start_wait
         self.proc = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -88,7 +93,9 @@ class RedisBroker(Broker):
             slot_timeout=slot_timeout,
         )
         self.scripts = Scripts(self.link.client)
-        self.presence = Presence(self.link, self.keys, self.scripts, self.proc, presence_ttl)
+        self.presence = Presence(
+            self.link, self.keys, self.scripts, self.proc, presence_ttl, room_ttl
+        )
         self.listener = Listener(
             self.link,
             self.keys,
@@ -98,12 +105,21 @@ class RedisBroker(Broker):
             backoff_min=backoff_min,
             backoff_max=backoff_max,
         )
+        self.probe_interval = probe_interval
+        self.probe_bytes = probe_bytes
         self._listener: gevent.Greenlet | None = None
         self._heartbeat: gevent.Greenlet | None = None
+        self._prober: gevent.Greenlet | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisBroker:
-        return cls(settings.redis_url, history=settings.history, presence_ttl=settings.presence_ttl)
+        return cls(
+            settings.redis_url,
+            history=settings.history,
+            presence_ttl=settings.presence_ttl,
+            room_ttl=settings.room_ttl,
+            probe_bytes=settings.max_chat_bytes + 1024,  # a largest message and its name
+        )
 
     @property
     def reconnects(self) -> int:
@@ -123,6 +139,9 @@ class RedisBroker(Broker):
             self.listener.ping,
             self.listener.ping_overdue,
         )
+        self._prober = gevent.spawn(
+            self.link.probe_forever, self.keys.alive(self.proc), self.probe_bytes, self.probe_interval
+        )
         if self.start_wait > 0 and not self.link.up_event.wait(self.start_wait):
             log.warning(
                 "redis broker: %s not reachable yet (%s); retrying in the background",
@@ -133,7 +152,7 @@ class RedisBroker(Broker):
     def close(self) -> None:
         self.link.closed = True
         self.link.up = False
-        for g in (self._listener, self._heartbeat):
+        for g in (self._listener, self._heartbeat, self._prober):
             if g is not None:
                 g.kill(block=False)
         self.listener.close()
@@ -152,8 +171,16 @@ class RedisBroker(Broker):
         k = self.keys
         raw = self.link.call(
             self.scripts.publish,
-            keys=[k.stream(room), k.last, k.epoch, k.floor],
-            args=[self.history_size, name, text, k.channel(room), room],
+            keys=[k.stream(room), k.meta(room), k.epoch, k.known, k.procs(room)],
+            args=[
+                self.history_size,
+                name,
+                text,
+                k.channel(room),
+                room,
+                self.room_ttl_ms,
+                self.presence.keep_ms,
+            ],
         )
         mid = as_text(raw)
         return Message(room=room, id=mid, name=name, text=text, ts=parse_stream_id(mid)[0])
@@ -181,12 +208,12 @@ class RedisBroker(Broker):
 
     def covers(self, room: str, since: str) -> bool:
         since_key = self.id_key(since)
-        epoch, deleted = self.link.call(
-            self.scripts.covers, keys=[self.keys.epoch, self.keys.floor], args=[room]
+        epoch, floor = self.link.call(
+            self.scripts.covers,
+            keys=[self.keys.epoch, self.keys.meta(room)],
+            args=[self.room_ttl_ms],
         )
-        return since_key >= parse_stream_id(as_text(epoch)) and since_key >= parse_stream_id(
-            as_text(deleted)
-        )
+        return since_key >= max(parse_stream_id(as_text(epoch)), parse_stream_id(as_text(floor)))
 
     # ---- fan-out
 
@@ -209,7 +236,7 @@ class RedisBroker(Broker):
 
     def rooms(self) -> list[RoomInfo]:
         flat = self.link.call(
-            self.scripts.rooms, keys=[self.keys.rooms, self.keys.last], args=[self.prefix]
+            self.scripts.rooms, keys=[self.keys.rooms, self.keys.known], args=[self.prefix]
         )
         out = [
             RoomInfo(

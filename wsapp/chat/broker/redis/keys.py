@@ -3,15 +3,23 @@
 Keys (``P`` is the prefix, ``wsapp:`` by default; ``R`` a room name)::
 
     P s:R            STREAM   the room's history: fields n (name), t (text); XADD MAXLEN history
+    P m:R            HASH     the room's meta: last (newest id ever assigned), floor (newest
+                              id trimmed from the stream: the resume floor)
+    P known          ZSET     room -> when its s:R and m:R expire (Redis ms; +inf: never):
+                              rooms with history, for /api/rooms
     P c:R            channel  pub/sub fan-out of the room's events (JSON, see decode_event)
-    P last           HASH     room -> newest id ever assigned (rooms with history, /api/rooms)
-    P floor          HASH     room -> newest id trimmed from the stream (resume floor)
     P p:R:PROC       HASH     presence of one process in a room: member id -> "seq<TAB>name";
                               PEXPIRE 2 x WSAPP_PRESENCE_TTL, refreshed by the heartbeat
     P procs:R        ZSET     process -> deadline (Redis ms): a process is present in R until then
     P rooms          ZSET     room -> deadline: rooms with members somewhere
     P seq            STRING   join counter (members are listed in join order across processes)
     P epoch          STRING   "<ms>-0" when this Redis dataset first served wsapp (resume floor)
+    P alive:PROC     STRING   written by a process's probe (does Redis take writes?); expires
+
+Rooms are freed by Redis itself: ``s:R`` and ``m:R`` carry an expiry of WSAPP_ROOM_TTL,
+extended by every publish and join and, while members are present, by the heartbeat;
+set to exactly WSAPP_ROOM_TTL when the room's last member leaves (the Lua prelude's
+``keep_room``). Presence keys expire on their own.
 
 Pub/sub payloads are JSON objects with a kind ``k``: ``m`` message (``id``, ``n`` name, ``t``
 text), ``j``/``l`` join/leave (``id`` member id, ``n`` name), ``k`` the room's newest id
@@ -33,12 +41,8 @@ class Keys:
     prefix: str = "wsapp:"
 
     @property
-    def last(self) -> str:
-        return self.prefix + "last"
-
-    @property
-    def floor(self) -> str:
-        return self.prefix + "floor"
+    def known(self) -> str:
+        return self.prefix + "known"
 
     @property
     def epoch(self) -> str:
@@ -52,8 +56,14 @@ class Keys:
     def seq(self) -> str:
         return self.prefix + "seq"
 
+    def alive(self, proc: str) -> str:
+        return f"{self.prefix}alive:{proc}"
+
     def stream(self, room: str) -> str:
         return f"{self.prefix}s:{room}"
+
+    def meta(self, room: str) -> str:
+        return f"{self.prefix}m:{room}"
 
     def channel(self, room: str) -> str:
         return f"{self.prefix}c:{room}"

@@ -101,7 +101,7 @@ class Listener:
         # Tell the listener the newest id at this point of the channel's event order, so it
         # can resume from there after a reconnect even if no message arrives before.
         try:
-            self.scripts.mark(keys=[self.keys.last], args=[room, self.keys.channel(room)])
+            self.scripts.mark(keys=[self.keys.meta(room)], args=[self.keys.channel(room)])
         except RedisError as exc:
             log.debug("redis broker: mark of %s failed: %s", room, exc)
         return sub

@@ -29,7 +29,9 @@ log = logging.getLogger("wsapp.chat.broker")
 class Presence:
     """This process's members in Redis, and every process's members as Redis has them."""
 
-    def __init__(self, link: Link, keys: Keys, scripts: Any, proc: str, ttl: float) -> None:
+    def __init__(
+        self, link: Link, keys: Keys, scripts: Any, proc: str, ttl: float, room_ttl: float = 0.0
+    ) -> None:
         self.link = link
         self.keys = keys
         self.scripts = scripts
@@ -37,13 +39,26 @@ class Presence:
         self.ttl = ttl
         self.ttl_ms = int(ttl * 1000)
         self.key_ttl_ms = self.ttl_ms * 2 + 1000
+        self.room_ttl_ms = int(room_ttl * 1000)
+        # While a process has members in a room, the room's history keys live at least as
+        # long as its presence keys (the heartbeat extends both), so they never expire
+        # under a member; 0 (rooms never expire) stays 0.
+        self.keep_ms = max(self.room_ttl_ms, self.key_ttl_ms) if self.room_ttl_ms else 0
         self.local: dict[str, dict[str, tuple[int, str]]] = {}
 
     def join(self, room: str, member: Member) -> None:
         k = self.keys
         seq = self.link.call(
             self.scripts.join,
-            keys=[k.presence(room, self.proc), k.procs(room), k.rooms, k.seq],
+            keys=[
+                k.presence(room, self.proc),
+                k.procs(room),
+                k.rooms,
+                k.seq,
+                k.stream(room),
+                k.meta(room),
+                k.known,
+            ],
             args=[
                 member.id,
                 member.name,
@@ -52,6 +67,7 @@ class Presence:
                 self.key_ttl_ms,
                 room,
                 k.channel(room),
+                self.keep_ms,
             ],
         )
         self.local.setdefault(room, {})[member.id] = (int(seq), member.name)
@@ -65,8 +81,15 @@ class Presence:
         k = self.keys
         self.link.call(
             self.scripts.leave,
-            keys=[k.procs(room), k.rooms],
-            args=[room, member_id, self.proc, k.presence_prefix(room), k.channel(room)],
+            keys=[k.procs(room), k.rooms, k.stream(room), k.meta(room), k.known],
+            args=[
+                room,
+                member_id,
+                self.proc,
+                k.presence_prefix(room),
+                k.channel(room),
+                self.room_ttl_ms,
+            ],
         )
 
     def members(self, room: str) -> list[Member]:
@@ -90,8 +113,8 @@ class Presence:
         for room in list(self.local):
             self.refresh_room(room)
             self.scripts.sweep(
-                keys=[k.procs(room), k.rooms],
-                args=[k.presence_prefix(room), k.channel(room), room],
+                keys=[k.procs(room), k.rooms, k.stream(room), k.meta(room), k.known],
+                args=[k.presence_prefix(room), k.channel(room), room, self.room_ttl_ms],
             )
 
     def refresh_room(self, room: str, full: bool = False) -> None:
@@ -101,8 +124,8 @@ class Presence:
         k = self.keys
         key = k.presence(room, self.proc)
         ok = self.scripts.refresh(
-            keys=[key, k.procs(room), k.rooms, k.epoch],
-            args=[self.ttl_ms, self.key_ttl_ms, self.proc, room],
+            keys=[key, k.procs(room), k.rooms, k.epoch, k.stream(room), k.meta(room), k.known],
+            args=[self.ttl_ms, self.key_ttl_ms, self.proc, room, self.keep_ms],
         )
         if full or not ok:  # after a reconnect, or Redis lost our presence (restart, swept)
             args: list[Any] = [self.key_ttl_ms, k.channel(room)]

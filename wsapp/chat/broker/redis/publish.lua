@@ -1,20 +1,24 @@
 -- Publish one chat message: assign its id (XADD), keep history bounded, record the trim
--- floor and the room's newest id, and fan it out (PUBLISH), in one atomic step, so every
--- subscriber of the room sees its messages in id order.
--- KEYS: stream, last, epoch, floor
--- ARGV: maxlen, name, text, channel, room
-local _t = redis.call('TIME')
-local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
+-- floor and the room's newest id, extend the room's expiry, and fan the message out
+-- (PUBLISH), in one atomic step, so every subscriber sees a room's messages in id order.
+-- KEYS: stream, meta, epoch, known, procs
+-- ARGV: maxlen, name, text, channel, room, room ttl ms (0: no expiry), keep ms while members
+--       are present (see presence.py)
+local now = clock_ms()
 redis.call('SET', KEYS[3], string.format('%d-0', now), 'NX')
 local maxlen = tonumber(ARGV[1])
 local n = redis.call('XLEN', KEYS[1])
 if maxlen > 0 and n >= maxlen then
   -- the entries XADD MAXLEN is about to drop: history holds everything after the last one
   local drop = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', n - maxlen + 1)
-  redis.call('HSET', KEYS[4], ARGV[5], drop[#drop][1])
+  redis.call('HSET', KEYS[2], 'floor', drop[#drop][1])
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', maxlen, '*', 'n', ARGV[2], 't', ARGV[3])
-if maxlen == 0 then redis.call('HSET', KEYS[4], ARGV[5], id) end
-redis.call('HSET', KEYS[2], ARGV[5], id)
+if maxlen == 0 then redis.call('HSET', KEYS[2], 'floor', id) end
+redis.call('HSET', KEYS[2], 'last', id)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)  -- rooms Redis has forgotten
+local keep = tonumber(ARGV[6])
+if redis.call('ZCOUNT', KEYS[5], now, '+inf') > 0 then keep = tonumber(ARGV[7]) end
+keep_room(KEYS[1], KEYS[2], KEYS[4], ARGV[5], now, keep, false)
 redis.call('PUBLISH', ARGV[4], cjson.encode({k='m', id=id, n=ARGV[2], t=ARGV[3]}))
 return id

@@ -1,8 +1,9 @@
 """The broker's Lua scripts: loaded once at import from the ``.lua`` files of this package.
 
 Every multi-key step of the broker is one script, so it is atomic in Redis. Each file says
-what it does, its KEYS and ARGV. They are read with :mod:`importlib.resources`, so they
-must ship with the package (a wheel needs ``*.lua`` in its package data).
+what it does, its KEYS and ARGV; ``prelude.lua`` (the Redis clock, a room's expiry) is put
+in front of each. They are read with :mod:`importlib.resources`, so they must ship with
+the package (a wheel needs ``*.lua`` in its package data).
 """
 
 from __future__ import annotations
@@ -23,10 +24,16 @@ NAMES = (
     "sweep",
 )
 
-#: script name -> Lua source
-SOURCES: dict[str, str] = {
-    name: resources.files(__package__).joinpath(f"{name}.lua").read_text("utf-8") for name in NAMES
-}
+
+
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath(f"{name}.lua").read_text("utf-8")
+
+
+PRELUDE = _read("prelude")
+
+#: script name -> Lua source (the prelude, then the script)
+SOURCES: dict[str, str] = {name: PRELUDE + _read(name) for name in NAMES}
 
 
 class Scripts:

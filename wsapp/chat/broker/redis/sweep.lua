@@ -1,10 +1,10 @@
 -- Processes whose presence deadline in a room passed (SIGKILLed, partitioned): drop their
--- presence hashes and publish a leave for each of their members.
--- KEYS: procs, rooms
--- ARGV: presence key prefix, channel, room
+-- presence hashes and publish a leave for each of their members. When no process is left,
+-- the room's history expires `room ttl` from now.
+-- KEYS: procs, rooms, stream, meta, known
+-- ARGV: presence key prefix, channel, room, room ttl ms
 -- Returns how many members were swept.
-local _t = redis.call('TIME')
-local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
+local now = clock_ms()
 local gone = 0
 for _, p in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   local key = ARGV[1] .. p
@@ -18,5 +18,10 @@ for _, p in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
     gone = gone + 1
   end
 end
-if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[3]) end
+if redis.call('ZCARD', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  if gone > 0 then
+    keep_room(KEYS[3], KEYS[4], KEYS[5], ARGV[3], now, tonumber(ARGV[4]), true)
+  end
+end
 return gone
