@@ -18,7 +18,7 @@ from flask import Blueprint, jsonify, request
 
 from wsapp.app_state import get_state
 from wsapp.chat import events
-from wsapp.chat.broker.base import BrokerUnavailable, InvalidMessageId
+from wsapp.chat.broker.base import BrokerUnavailable, InvalidMessageId, OutcomeUnknown
 
 log = logging.getLogger("wsapp.api")
 
@@ -38,6 +38,16 @@ def error(status: int, code: str, reason: str, headers: dict[str, str] | None = 
 def _broker_down(exc: BrokerUnavailable):
     log.warning("api: broker unavailable: %s", exc)
     return error(503, events.E_UNAVAILABLE, "chat broker unavailable, try again later")
+
+
+@bp.errorhandler(OutcomeUnknown)
+def _broker_outcome_unknown(exc: OutcomeUnknown):
+    # A POST whose publish got no answer may have been published: 503 would say it was not.
+    if request.method != "POST":
+        return _broker_down(exc)
+    log.warning("api: broker did not answer: %s", exc)
+    reason = "the chat broker did not answer: the message may or may not have been published"
+    return error(504, events.E_OUTCOME_UNKNOWN, reason)
 
 
 @bp.get("/rooms")

@@ -115,6 +115,32 @@ def test_text_is_stored_exactly(broker: Broker, room: str) -> None:
     assert broker.history(room) == sent
 
 
+def test_a_retry_with_the_same_sender_and_ref_is_not_published_twice(
+    broker: Broker, room: str
+) -> None:
+    got = Collector()
+    broker.subscribe(room, got)
+    first = broker.publish(room, "ann", "hello", sender="conn-1", ref="c-17")
+    again = broker.publish(room, "ann", "hello", sender="conn-1", ref="c-17")
+    assert again == first
+    other_sender = broker.publish(room, "bob", "hello", sender="conn-2", ref="c-17")
+    other_ref = broker.publish(room, "ann", "hello", sender="conn-1", ref="c-18")
+    no_ref = [broker.publish(room, "ann", "hello", sender="conn-1") for _ in range(2)]
+    assert len({m.id for m in (first, other_sender, other_ref, *no_ref)}) == 5
+    assert got.wait_messages(5) == [first, other_sender, other_ref, *no_ref]
+    settle()
+    assert len(got.messages) == 5
+    assert broker.history(room) == [first, other_sender, other_ref, *no_ref]
+
+
+def test_refs_are_per_room(broker: Broker) -> None:
+    a, b = new_room(), new_room()
+    in_a = broker.publish(a, "ann", "x", sender="conn-1", ref="1")
+    in_b = broker.publish(b, "ann", "x", sender="conn-1", ref="1")
+    assert in_a.id != in_b.id or in_a.room != in_b.room
+    assert broker.history(b) == [in_b]
+
+
 # ---- history ----------------------------------------------------------------------------
 
 

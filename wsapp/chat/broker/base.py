@@ -41,6 +41,13 @@ class BrokerUnavailable(BrokerError):
     """The broker cannot serve the request right now (e.g. Redis is down); retry later."""
 
 
+class OutcomeUnknown(BrokerUnavailable):
+    """The request was sent but its answer never came (e.g. Redis stalled): it may or may
+    not have taken effect. For a publish: retry with the same ``sender`` and ``ref`` (a
+    retry of a message that was published returns it instead of publishing it twice), or
+    look for it in history; never report it as "not sent"."""
+
+
 class InvalidMessageId(BrokerError, ValueError):
     """A client-supplied message id (``since=``) is not an id this broker could have made."""
 
@@ -156,7 +163,8 @@ class Broker(ABC):
         """Stop background work and release connections."""
 
     def healthy(self) -> bool:
-        """True when publish/history/presence can be served right now (``/readyz``)."""
+        """True when publish/history/presence can be served right now, writes included
+        (``/readyz``). The memory broker always can."""
         return True
 
     @property
@@ -181,8 +189,22 @@ class Broker(ABC):
     # ---- messages --------------------------------------------------------------------
 
     @abstractmethod
-    def publish(self, room: str, name: str, text: str) -> Message:
-        """Assign the next id of `room`, append to its history, deliver to its subscribers."""
+    def publish(
+        self,
+        room: str,
+        name: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        ref: str | None = None,
+    ) -> Message:
+        """Assign the next id of `room`, append to its history, deliver to its subscribers.
+
+        With both `sender` (who publishes: unique across processes, e.g. a connection id)
+        and `ref` (the client's correlation id), the publish is idempotent for WSAPP_REF_TTL
+        seconds: a second publish with the same pair in the same room returns the message
+        of the first (same id) and delivers nothing. Raises BrokerUnavailable when the
+        message was not published, OutcomeUnknown when that is not known."""
 
     @abstractmethod
     def history(

@@ -148,6 +148,7 @@ class MemoryBroker(Broker):
             history=settings.history,
             history_bytes=settings.history_bytes,
             room_ttl=settings.room_ttl,
+            ref_ttl=settings.ref_ttl,
         )
 
     # ---- life cycle

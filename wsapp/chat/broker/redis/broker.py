@@ -12,10 +12,14 @@ Process model: one command connection pool and one pub/sub connection per proces
 subscribers and resyncs after reconnects (:mod:`.listener`), and a heartbeat greenlet for
 presence (:mod:`.presence`).
 
-Outages: any connection error marks the broker down (``healthy()`` False, ``/readyz`` 503;
-publish, history and presence raise BrokerUnavailable at once, so a sender gets an
-``error`` event). The listener reconnects, catches up, restores this process's presence,
-then reports healthy. See docs/redis.md.
+Outages: any connection error or timeout (``timeout``, WSAPP_REDIS_TIMEOUT) marks the
+broker down (``healthy()`` False, ``/readyz`` 503; publish, history and presence raise
+BrokerUnavailable at once, so a sender gets an ``error`` event); a probe notices a stalled
+Redis within ``timeout + probe_interval``. A publish whose reply was lost raises
+OutcomeUnknown, and its script refuses to run after the point where we gave up, so it is
+not published later either; with a sender and a ref, a retry cannot publish it twice.
+The listener reconnects, catches up, restores this process's presence, then reports
+healthy. See docs/redis.md.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import gevent
 
 from ..base import (
     Broker,
+    BrokerUnavailable,
     Callback,
     Member,
     Message,
@@ -62,8 +67,9 @@ class RedisBroker(Broker):
         history: int = 100,
         presence_ttl: float = 30.0,
         room_ttl: float = 0.0,
+        ref_ttl: float = 300.0,
         prefix: str = "wsapp:",
-        command_timeout: float = 5.0,
+        timeout: float = 1.5,
         connect_timeout: float = 2.0,
         subscribe_timeout: float = 10.0,
         backoff_min: float = 0.05,
@@ -81,13 +87,14 @@ class RedisBroker(Broker):
         self.presence_ttl = presence_ttl
         self.room_ttl = room_ttl
         self.room_ttl_ms = int(room_ttl * 1000)
+        self.ref_ttl_ms = int(ref_ttl * 1000)
         self.prefix = prefix
         self.start_wait = start_wait
         self.proc = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.keys = Keys(prefix)
         self.link = Link(
             url,
-            command_timeout=command_timeout,
+            timeout=timeout,
             connect_timeout=connect_timeout,
             max_connections=max_connections,
             slot_timeout=slot_timeout,
@@ -118,6 +125,8 @@ class RedisBroker(Broker):
             history=settings.history,
             presence_ttl=settings.presence_ttl,
             room_ttl=settings.room_ttl,
+            ref_ttl=settings.ref_ttl,
+            timeout=settings.redis_timeout,
             probe_bytes=settings.max_chat_bytes + 1024,  # a largest message and its name
         )
 
@@ -140,7 +149,10 @@ class RedisBroker(Broker):
             self.listener.ping_overdue,
         )
         self._prober = gevent.spawn(
-            self.link.probe_forever, self.keys.alive(self.proc), self.probe_bytes, self.probe_interval
+            self.link.probe_forever,
+            self.keys.alive(self.proc),
+            self.probe_bytes,
+            self.probe_interval,
         )
         if self.start_wait > 0 and not self.link.up_event.wait(self.start_wait):
             log.warning(
@@ -167,11 +179,22 @@ class RedisBroker(Broker):
 
     # ---- messages
 
-    def publish(self, room: str, name: str, text: str) -> Message:
+    def publish(
+        self,
+        room: str,
+        name: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        ref: str | None = None,
+    ) -> Message:
         k = self.keys
-        raw = self.link.call(
+        keys = [k.stream(room), k.meta(room), k.epoch, k.known, k.procs(room)]
+        if sender is not None and ref is not None and self.ref_ttl_ms > 0:
+            keys.append(k.ref(room, sender, ref))
+        reply = self.link.call(
             self.scripts.publish,
-            keys=[k.stream(room), k.meta(room), k.epoch, k.known, k.procs(room)],
+            keys=keys,
             args=[
                 self.history_size,
                 name,
@@ -180,9 +203,17 @@ class RedisBroker(Broker):
                 room,
                 self.room_ttl_ms,
                 self.presence.keep_ms,
+                self.link.deadline_ms(),
+                self.ref_ttl_ms,
             ],
         )
-        mid = as_text(raw)
+        status = as_text(reply[0])
+        if status == "late":  # Redis ran it after we would have given up: it did nothing
+            raise BrokerUnavailable("redis answered too late: the message was not published")
+        mid = as_text(reply[1])
+        if status == "dup" and len(reply) > 2:  # the stored message, as first published
+            fields = dict(zip(reply[2][::2], reply[2][1::2], strict=True))
+            name, text = as_text(fields.get(b"n", name)), as_text(fields.get(b"t", text))
         return Message(room=room, id=mid, name=name, text=text, ts=parse_stream_id(mid)[0])
 
     def history(

@@ -1,10 +1,14 @@
 -- A member of this process enters a room: record it in the process's presence hash (with
 -- a join sequence number, so members list in join order across processes), extend the
 -- process's and the room's presence deadlines and the room's history expiry, and tell the
--- room's subscribers.
+-- room's subscribers. Like publish, it refuses to run after `deadline` (the caller gave up).
 -- KEYS: presence hash, procs, rooms, seq, stream, meta, known
--- ARGV: member id, name, proc, ttl ms, key ttl ms, room, channel, room keep ms
+-- ARGV: member id, name, proc, ttl ms, key ttl ms, room, channel, room keep ms,
+--       deadline (Redis ms; 0: none)
+-- Returns the member's join sequence number, or 0 when too late.
 local now = clock_ms()
+local deadline = tonumber(ARGV[9])
+if deadline > 0 and now > deadline then return 0 end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[1], ARGV[1], seq .. '\t' .. ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])

@@ -15,6 +15,8 @@ Keys (``P`` is the prefix, ``wsapp:`` by default; ``R`` a room name)::
     P seq            STRING   join counter (members are listed in join order across processes)
     P epoch          STRING   "<ms>-0" when this Redis dataset first served wsapp (resume floor)
     P alive:PROC     STRING   written by a process's probe (does Redis take writes?); expires
+    P d:R:N:S:REF    STRING   id of the message sender S (N: len(S)) published with ref REF;
+                              PEXPIRE WSAPP_REF_TTL (idempotent publish)
 
 Rooms are freed by Redis itself: ``s:R`` and ``m:R`` carry an expiry of WSAPP_ROOM_TTL,
 extended by every publish and join and, while members are present, by the heartbeat;
@@ -58,6 +60,10 @@ class Keys:
 
     def alive(self, proc: str) -> str:
         return f"{self.prefix}alive:{proc}"
+
+    def ref(self, room: str, sender: str, ref: str) -> str:
+        """The dedup key of one (sender, ref) pair; the length makes it unambiguous."""
+        return f"{self.prefix}d:{room}:{len(sender)}:{sender}:{ref}"
 
     def stream(self, room: str) -> str:
         return f"{self.prefix}s:{room}"

@@ -3,9 +3,19 @@
 One command connection pool (calls from request greenlets, at most ``max_connections`` at
 once), a factory for the listener's pub/sub connection, and a probe connection of its own.
 The link is *up* once the listener has subscribed and caught up, and *down* after any
-connection error: while down, every request fails at once with :class:`BrokerUnavailable`
-instead of waiting on the network, and ``/readyz`` answers 503. Whoever notices an error
-marks the link down; only the listener marks it up again (after its resync).
+connection error or timeout: while down, every request fails at once with
+:class:`BrokerUnavailable` instead of waiting on the network, and ``/readyz`` answers 503.
+Whoever notices an error marks the link down; only the listener marks it up again (after
+its resync).
+
+A stalled Redis (SIGSTOP, a long blocking command, a frozen VM) still accepts TCP and
+buffers what we send. Every command therefore has ``timeout`` seconds to be answered, and
+the probe greenlet sends one every ``probe_interval`` seconds, so a stall marks the link
+down within ``timeout + probe_interval``. A command whose reply did not come
+(:class:`ReplyLost`) may still run when Redis wakes up: the caller is told the outcome is
+unknown (:class:`OutcomeUnknown`), never that nothing happened, and writes carry a deadline
+on Redis's clock (:meth:`Link.deadline_ms`, kept in step with ours by the probe) after
+which their script refuses to run.
 
 Up is not enough to be ready: a Redis that refuses writes (``maxmemory`` reached with the
 ``noeviction`` policy: "OOM command not allowed", a read-only replica after a failover,
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,12 +42,14 @@ import gevent.event
 import gevent.lock
 import gevent.socket
 import redis
+import redis.backoff
 import redis.connection
+import redis.retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..base import BrokerUnavailable
+from ..base import BrokerUnavailable, OutcomeUnknown
 
 log = logging.getLogger("wsapp.chat.broker")
 
@@ -51,7 +64,26 @@ def refuses_writes(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith(("MISCONF", "NOREPLICAS"))
 
 
-class GeventConnection(redis.connection.Connection):
+class ReplyLost(RedisConnectionError):
+    """A command was sent, but reading its reply failed or timed out: Redis may run it."""
+
+
+class _TagReplyLoss:
+    """Connection mixin: a failure while reading a reply raises :class:`ReplyLost`.
+
+    Failures before that (connecting, sending) mean Redis has no complete command: it
+    cannot run it. Only a lost reply leaves the outcome open."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except ReplyLost:
+            raise
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise ReplyLost(str(exc)) from exc
+
+
+class GeventConnection(_TagReplyLoss, redis.connection.Connection):
     """A TCP connection whose socket cooperates with gevent even without monkey patching."""
 
     def _connect(self):
@@ -67,6 +99,22 @@ class GeventConnection(redis.connection.Connection):
         return sock
 
 
+class _SSLConnection(_TagReplyLoss, redis.connection.SSLConnection):
+    pass
+
+
+class _UnixConnection(_TagReplyLoss, redis.connection.UnixDomainSocketConnection):
+    pass
+
+
+def _connection_class(url: str) -> type:
+    if url.startswith("rediss://"):
+        return _SSLConnection
+    if url.startswith("unix://"):
+        return _UnixConnection
+    return GeventConnection
+
+
 class Link:
     """Connections to one Redis and whether it can be used right now."""
 
@@ -74,19 +122,21 @@ class Link:
         self,
         url: str,
         *,
-        command_timeout: float = 5.0,
+        timeout: float = 1.5,
         connect_timeout: float = 2.0,
         max_connections: int = 64,
         slot_timeout: float = 30.0,
     ) -> None:
         self.url = url
+        self.timeout = timeout
         pool_kwargs: dict[str, Any] = {
-            "socket_timeout": command_timeout,
+            "socket_timeout": timeout,
             "socket_connect_timeout": connect_timeout,
             "protocol": 2,  # RESP2: pub/sub messages are plain replies, not RESP3 push frames
+            "connection_class": _connection_class(url),
+            # never resend a command by itself: a resent publish could be published twice
+            "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
         }
-        if url.startswith("redis://"):
-            pool_kwargs["connection_class"] = GeventConnection
         self.pool = redis.ConnectionPool.from_url(url, **pool_kwargs)
         self.client = redis.Redis(connection_pool=self.pool)
         # At most `max_connections` request greenlets talk to Redis at once; the others wait
@@ -94,12 +144,13 @@ class Link:
         # call, it does not mean Redis is down.
         self._slots = gevent.lock.BoundedSemaphore(max_connections)
         self.slot_timeout = slot_timeout
-        ps_kwargs = dict(self.pool.connection_kwargs)
-        ps_kwargs["socket_timeout"] = None  # the listener blocks; liveness comes from PINGs
-        self._ps_kwargs = ps_kwargs
+        # The pub/sub connection has the same timeout for connecting and sending; the
+        # listener reads it without one (Listener: read_response(timeout=None)).
+        self._ps_kwargs = dict(self.pool.connection_kwargs)
         self._probe_pool = redis.ConnectionPool.from_url(url, max_connections=1, **pool_kwargs)
         self.probe_client = redis.Redis(connection_pool=self._probe_pool)
 
+        self.clock_offset_ms = 0.0  # Redis's clock minus ours, measured by TIME
         self.up = False
         self.writable = True
         self.write_error = ""
@@ -110,8 +161,27 @@ class Link:
         self.on_down: Callable[[], None] = lambda: None
 
     def pubsub_connection(self) -> Any:
-        """A new, unconnected connection for the listener (no read timeout)."""
+        """A new, unconnected connection for the listener."""
         return self.pool.connection_class(**self._ps_kwargs)
+
+    # ---- Redis's clock
+
+    def _clock_from(self, redis_time: Any, sent: float, answered: float) -> None:
+        seconds, micros = redis_time
+        self.clock_offset_ms = seconds * 1000 + micros / 1000 - (sent + answered) * 500
+
+    def sync_clock(self) -> None:
+        """Measure Redis's clock against ours (TIME); raises the network errors."""
+        sent = time.time()
+        redis_time = self.client.time()
+        self._clock_from(redis_time, sent, time.time())
+
+    def deadline_ms(self) -> int:
+        """Redis time after which a write sent now must not run any more.
+
+        We give up waiting after ``timeout``; half of it is left as margin for the error of
+        the clock offset (measured every probe: a round trip on loopback or a LAN)."""
+        return int(time.time() * 1000 + self.clock_offset_ms + self.timeout * 500)
 
     def safe_url(self) -> str:
         """The URL without its password, for logs."""
@@ -164,18 +234,29 @@ class Link:
         self._probe_pool.disconnect()
 
     def probe(self, key: str, value: bytes, ttl_ms: int) -> None:
-        """Write `value` at `key` (expiring after `ttl_ms`): does Redis take writes?"""
+        """Does Redis answer within ``timeout``, and take writes? Also measures its clock.
+
+        One round trip: TIME and a write of `value` at `key` (expiring after `ttl_ms`)."""
+        pipe = self.probe_client.pipeline(transaction=False)
+        pipe.time()
+        pipe.set(key, value, px=ttl_ms)
+        sent = time.time()
         try:
-            self.probe_client.set(key, value, px=ttl_ms)
-        except NET_ERRORS as exc:
-            self.mark_down(exc)
+            redis_time, written = pipe.execute(raise_on_error=False)
+        except NET_ERRORS as exc:  # a timeout included: a stalled Redis is not ready
+            self.mark_down(f"no answer to the probe within {self.timeout:g}s: {exc}")
+            return
         except RedisError as exc:
-            if refuses_writes(exc):
-                self.writes_refused(exc)
-            else:
-                log.warning("redis broker: probe failed: %s", exc)
-        else:
+            log.warning("redis broker: probe failed: %s", exc)
+            return
+        if not isinstance(redis_time, BaseException):
+            self._clock_from(redis_time, sent, time.time())
+        if not isinstance(written, BaseException):
             self.writes_work()
+        elif refuses_writes(written):
+            self.writes_refused(written)
+        else:
+            log.warning("redis broker: probe write failed: %s", written)
 
     def probe_forever(self, key: str, size: int, interval: float) -> None:
         """The probe greenlet: :meth:`probe` with `size` bytes every `interval` s while up."""
@@ -187,17 +268,22 @@ class Link:
                 self.probe(key, value, ttl_ms)
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one Redis call for a request: fail fast while down, BrokerUnavailable on errors."""
+        """Run one Redis call for a request: fail fast while down, BrokerUnavailable on errors.
+
+        OutcomeUnknown (a BrokerUnavailable) when the command went out and its reply did
+        not come back: it may have run, or may still run."""
         self.check_up()
         if not self._slots.acquire(timeout=self.slot_timeout):
             raise BrokerUnavailable(
                 f"redis busy: no connection free within {self.slot_timeout:g}s"
             )
         try:
+            self.check_up()  # it may have gone down while we waited for a slot
             return fn(*args, **kwargs)
-        except RedisTimeoutError as exc:  # slow, maybe overloaded: fail this call only
-            raise BrokerUnavailable(f"redis timeout: {exc}") from exc
-        except (RedisConnectionError, OSError) as exc:
+        except ReplyLost as exc:
+            self.mark_down(exc)
+            raise OutcomeUnknown(f"redis did not answer: {exc}") from exc
+        except NET_ERRORS as exc:  # nothing complete reached Redis
             self.mark_down(exc)
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
         except RedisError as exc:  # e.g. OOM, READONLY replica, LOADING

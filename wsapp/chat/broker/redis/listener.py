@@ -210,7 +210,7 @@ class Listener:
     def _connect_and_listen(self) -> None:
         ps = self.link.pubsub_connection()
         ps.connect()
-        self.link.client.ping()  # the command path works too
+        self.link.sync_clock()  # the command path works too; publish deadlines need it
         self.ping_sent = None
         rooms = list(self.subs)
         self._resync = set(rooms)
@@ -226,7 +226,9 @@ class Listener:
         while not self.link.closed:
             if self._ps is not ps:
                 raise RedisConnectionError(self.link.error)
-            self._handle_reply(ps.read_response())
+            # no read timeout: the connection idles between events; the heartbeat's PINGs and
+            # the link's probe notice a dead or stalled Redis and drop it (mark_down)
+            self._handle_reply(ps.read_response(timeout=None))
 
     def _finish_resync(self) -> None:
         """After (re)subscribing: deliver what was published while we were away, then go up."""

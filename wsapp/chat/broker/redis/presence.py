@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..base import BrokerUnavailable, Member
 from .keys import Keys, parse_presence_value, presence_value, text
@@ -68,8 +67,11 @@ class Presence:
                 room,
                 k.channel(room),
                 self.keep_ms,
+                self.link.deadline_ms(),
             ],
         )
+        if not seq:
+            raise BrokerUnavailable("redis answered too late: the join was not recorded")
         self.local.setdefault(room, {})[member.id] = (int(seq), member.name)
 
     def leave(self, room: str, member_id: str) -> None:
@@ -161,9 +163,7 @@ def heartbeat_forever(link: Link, presence: Presence, ping: Callable[[], None],
             if now >= next_beat:
                 next_beat = now + interval
                 presence.beat()
-        except RedisTimeoutError as exc:  # slow, not gone: the PONG watchdog decides
-            log.warning("redis broker: heartbeat timed out: %s", exc)
-        except (BrokerUnavailable, *NET_ERRORS) as exc:
+        except (BrokerUnavailable, *NET_ERRORS) as exc:  # timeouts included: stalled
             link.mark_down(exc)
         except Exception:
             log.exception("redis broker: heartbeat failed")
