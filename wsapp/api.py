@@ -22,7 +22,7 @@ from flask import Blueprint, Response, jsonify, request
 from wsapp import admission
 from wsapp.app_state import get_state
 from wsapp.chat import events
-from wsapp.chat.broker.base import BrokerUnavailable, InvalidMessageId
+from wsapp.chat.broker.base import BrokerUnavailable, InvalidMessageId, OutcomeUnknown
 
 log = logging.getLogger("wsapp.api")
 
@@ -59,6 +59,16 @@ def _read_access() -> admission.ReadAccess | Response:
         challenge = 'Bearer realm="wsapp"' + (', error="invalid_token"' if _credential() else "")
         return error(401, "unauthorized", access.reason, {"WWW-Authenticate": challenge})
     return access
+
+
+@bp.errorhandler(OutcomeUnknown)
+def _broker_outcome_unknown(exc: OutcomeUnknown):
+    # A POST whose publish got no answer may have been published: 503 would say it was not.
+    if request.method != "POST":
+        return _broker_down(exc)
+    log.warning("api: broker did not answer: %s", exc)
+    reason = "the chat broker did not answer: the message may or may not have been published"
+    return error(504, events.E_OUTCOME_UNKNOWN, reason)
 
 
 @bp.get("/rooms")

@@ -112,9 +112,35 @@ class Settings:
     send_queue_bytes: int = _setting(MiB, _int(1024, 1 << 31), "Bytes queued for one connection beyond what the kernel took; a slow reader over it is closed 1008 (the socket's own writes wait instead).")
     send_buffer_bytes: int = _setting(256 * 1024, _int(0, 1 << 30), "Kernel send buffer per WebSocket (SO_SNDBUF; Linux doubles it for its bookkeeping); 0 leaves the kernel's autotuning.")
     receive_queue_bytes: int = _setting(MiB, _int(1024, 1 << 31), "Bytes of received messages a view has not taken yet; over it the server stops reading that socket (TCP pushes back).")
+    history_bytes: int = _setting(
+        64 * MiB,
+        _int(1024, 1 << 40),
+        "Process-wide budget in bytes for chat history (memory broker): per message its text "
+        "and name in UTF-8 plus 512, per room 2048; over it, idle rooms are forgotten, least "
+        "recently used first, then the oldest messages of rooms in use.",
+    )
+    room_ttl: float = _setting(
+        86400.0,
+        _float(0.0, 10 * 365 * 86400.0),
+        "Seconds after which a room with no members and no new message, join or leave is "
+        "forgotten with its history (both brokers; Redis: key expiry); 0 keeps rooms.",
+    )
     api_token: str = _setting("", _str, "Bearer token for `POST /api/rooms/<room>/messages`; empty disables the endpoint (403).")
     redis_url: str = _setting("", _redis_url, "Redis URL; set it to share rooms across processes and hosts. Empty: in-process memory broker.")
     presence_ttl: float = _setting(30.0, _float(1.0, 3600.0), "Seconds before presence of a vanished process expires (Redis broker).")
+    redis_timeout: float = _setting(
+        1.5,
+        _float(0.05, 60.0),
+        "Seconds Redis has to answer a command or the 0.5 s probe; past it the broker is "
+        "down (/readyz 503) and a sender whose message got no answer is told "
+        "`outcome_unknown` (a late message is never published).",
+    )
+    ref_ttl: float = _setting(
+        300.0,
+        _float(0.0, 86400.0),
+        "Seconds a chat message's (connection, ref) is remembered: a retry with the same ref "
+        "is acked with the first id instead of being published twice; 0 disables.",
+    )
     trusted_proxies: int = _setting(0, _int(0, 10), "Number of reverse proxies whose X-Forwarded-* headers are trusted (0: none).")
     allowed_origins: tuple[str, ...] = _setting((), _origins, "Comma list of allowed Origins for WebSocket handshakes, or `*`; empty: same origin as the request (its scheme and Host).")
     require_origin: bool = _setting(False, _bool, "Refuse WebSocket handshakes without an Origin header.")

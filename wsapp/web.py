@@ -28,13 +28,14 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Readiness: 503 while the broker cannot be reached, so a balancer can route around us."""
+    """Readiness: 503 while the broker cannot serve (Redis unreachable, stalled, or refusing
+    writes), so a balancer can route around us. Why it is not ready goes to the log, not to
+    this unauthenticated answer."""
     broker = get_state().broker
     ready = True
     detail = "no broker"
     if broker is not None:
-        healthy = getattr(broker, "healthy", None)
-        ready = bool(healthy()) if callable(healthy) else True
+        ready = broker.healthy()
         detail = type(broker).__name__
     if registry.current().shutting_down:
         ready, detail = False, "shutting down"

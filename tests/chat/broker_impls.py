@@ -28,6 +28,7 @@ from wsapp.chat.broker import Broker, MemoryBroker
 class BrokerOptions:
     history: int = 100
     presence_ttl: float = 30.0
+    room_ttl: float = 0.0  # 0: rooms are kept (the contract tests' default)
 
 
 BrokerFactory = Callable[[pytest.FixtureRequest, BrokerOptions], AbstractContextManager[Broker]]
@@ -44,7 +45,7 @@ def started(broker: Broker) -> Iterator[Broker]:
 
 
 def memory_broker(request: pytest.FixtureRequest, options: BrokerOptions) -> AbstractContextManager[Broker]:
-    return started(MemoryBroker(history=options.history))
+    return started(MemoryBroker(history=options.history, room_ttl=options.room_ttl))
 
 
 IMPLS: dict[str, BrokerFactory] = {
@@ -57,7 +58,14 @@ def redis_broker(request: pytest.FixtureRequest, options: BrokerOptions) -> Abst
     from tests.support.redis_server import shared_redis
     from wsapp.chat.broker.redis import RedisBroker
 
-    return started(RedisBroker(shared_redis().url, history=options.history, presence_ttl=options.presence_ttl))
+    return started(
+        RedisBroker(
+            shared_redis().url,
+            history=options.history,
+            presence_ttl=options.presence_ttl,
+            room_ttl=options.room_ttl,
+        )
+    )
 
 
 IMPLS["redis"] = redis_broker

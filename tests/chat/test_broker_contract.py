@@ -115,6 +115,32 @@ def test_text_is_stored_exactly(broker: Broker, room: str) -> None:
     assert broker.history(room) == sent
 
 
+def test_a_retry_with_the_same_sender_and_ref_is_not_published_twice(
+    broker: Broker, room: str
+) -> None:
+    got = Collector()
+    broker.subscribe(room, got)
+    first = broker.publish(room, "ann", "hello", sender="conn-1", ref="c-17")
+    again = broker.publish(room, "ann", "hello", sender="conn-1", ref="c-17")
+    assert again == first
+    other_sender = broker.publish(room, "bob", "hello", sender="conn-2", ref="c-17")
+    other_ref = broker.publish(room, "ann", "hello", sender="conn-1", ref="c-18")
+    no_ref = [broker.publish(room, "ann", "hello", sender="conn-1") for _ in range(2)]
+    assert len({m.id for m in (first, other_sender, other_ref, *no_ref)}) == 5
+    assert got.wait_messages(5) == [first, other_sender, other_ref, *no_ref]
+    settle()
+    assert len(got.messages) == 5
+    assert broker.history(room) == [first, other_sender, other_ref, *no_ref]
+
+
+def test_refs_are_per_room(broker: Broker) -> None:
+    a, b = new_room(), new_room()
+    in_a = broker.publish(a, "ann", "x", sender="conn-1", ref="1")
+    in_b = broker.publish(b, "ann", "x", sender="conn-1", ref="1")
+    assert in_a.id != in_b.id or in_a.room != in_b.room
+    assert broker.history(b) == [in_b]
+
+
 # ---- history ----------------------------------------------------------------------------
 
 
@@ -344,6 +370,63 @@ def test_rooms_lists_members_and_last_id(broker: Broker) -> None:
     assert never not in infos  # no members, no messages
     names = [r.room for r in broker.rooms()]
     assert names == sorted(names)
+
+
+# ---- rooms are freed (WSAPP_ROOM_TTL) ----------------------------------------------------
+
+
+def wait_gone(broker: Broker, room: str, timeout: float) -> float:
+    """Seconds until `room` is no longer listed by rooms(); fails after `timeout`."""
+    started = time.monotonic()
+    while room in {r.room for r in broker.rooms()}:
+        assert time.monotonic() - started < timeout, f"{room} still listed after {timeout}s"
+        gevent.sleep(0.02)
+    return time.monotonic() - started
+
+
+def test_an_idle_room_is_forgotten_after_the_room_ttl_and_not_before(make_broker) -> None:
+    ttl = 0.6
+    broker = make_broker(room_ttl=ttl)
+    room = new_room("idle")
+    first = broker.publish(room, "ann", "one")
+    gevent.sleep(ttl / 2)
+    broker.publish(room, "ann", "two")  # activity: the TTL counts from here
+    last_use = time.monotonic()
+    assert room in {r.room for r in broker.rooms()}
+    wait_gone(broker, room, ttl + 3)
+    assert time.monotonic() - last_use >= ttl - 0.05  # never before the TTL
+    assert broker.history(room) == []
+    assert not broker.covers(room, first.id)  # a resume learns that messages are gone
+    again = broker.publish(room, "bob", "three")  # ids are not reused
+    assert broker.id_key(again.id) > broker.id_key(first.id)
+    assert broker.history(room) == [again]
+
+
+def test_a_room_with_members_is_kept_past_the_ttl_then_freed_after_the_last_leave(
+    make_broker,
+) -> None:
+    ttl = 0.5
+    broker = make_broker(room_ttl=ttl)
+    room = new_room("used")
+    broker.join(room, Member("m-1", "ann"))
+    kept = broker.publish(room, "ann", "kept while ann is there")
+    gevent.sleep(ttl * 4)
+    assert {r.room: r for r in broker.rooms()}[room] == RoomInfo(room, 1, kept.id)
+    assert broker.history(room) == [kept]
+    broker.leave(room, "m-1")
+    left = time.monotonic()
+    wait_gone(broker, room, ttl + 3)
+    assert time.monotonic() - left >= ttl - 0.05
+    assert broker.history(room) == []
+
+
+def test_room_ttl_zero_keeps_idle_rooms(make_broker) -> None:
+    broker = make_broker(room_ttl=0.0)
+    room = new_room("kept")
+    msg = broker.publish(room, "ann", "stays")
+    gevent.sleep(0.3)
+    assert {r.room: r for r in broker.rooms()}[room] == RoomInfo(room, 0, msg.id)
+    assert broker.history(room) == [msg]
 
 
 # ---- health -----------------------------------------------------------------------------

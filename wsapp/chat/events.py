@@ -26,6 +26,7 @@ E_EMPTY = "empty_message"
 E_BAD_MESSAGE = "invalid_message"
 E_UNKNOWN_TYPE = "unknown_type"
 E_UNAVAILABLE = "unavailable"
+E_OUTCOME_UNKNOWN = "outcome_unknown"
 E_RATE_LIMITED = "rate_limited"
 
 

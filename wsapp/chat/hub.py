@@ -43,6 +43,7 @@ from .broker.base import (
     Event,
     Member,
     Message,
+    OutcomeUnknown,
     PresenceEvent,
     Subscription,
 )
@@ -348,7 +349,13 @@ class Hub:
     def publish(self, lm: LocalMember, item: events.ChatInput) -> Message | None:
         """Publish a member's message; ack it if it has a ref; error event on failure."""
         try:
-            msg = self.broker.publish(lm.room, lm.name, item.text)
+            msg = self.broker.publish(lm.room, lm.name, item.text, sender=lm.id, ref=item.ref)
+        except OutcomeUnknown as exc:  # maybe published: never say "not sent"
+            log.warning("chat publish to %s: outcome unknown: %s", lm.room, exc)
+            metrics.broker_error("publish")
+            reason = "the chat broker did not answer: the message may or may not have been sent"
+            self.send_error(lm.conn, events.E_OUTCOME_UNKNOWN, reason, item.ref)
+            return None
         except BrokerUnavailable as exc:
             log.warning("chat publish to %s failed: %s", lm.room, exc)
             metrics.broker_error("publish")

@@ -13,6 +13,7 @@ from .base import (
     InvalidMessageId,
     Member,
     Message,
+    OutcomeUnknown,
     PresenceEvent,
     RoomInfo,
     Subscription,
@@ -33,6 +34,7 @@ __all__ = [
     "Member",
     "MemoryBroker",
     "Message",
+    "OutcomeUnknown",
     "PresenceEvent",
     "RoomInfo",
     "Subscription",
@@ -44,11 +46,11 @@ __all__ = [
 def create_broker(settings: Settings) -> Broker:
     """The memory broker, or the Redis broker when WSAPP_REDIS_URL is set (issue 4).
 
-    The Redis implementation lives in ``broker/redis.py`` and provides
+    The Redis implementation lives in the ``broker/redis/`` package and provides
     ``RedisBroker.from_settings(settings)``; it is imported only when configured.
     """
     if settings.redis_url:
-        from .redis import RedisBroker  # type: ignore[import-not-found]
+        from .redis import RedisBroker
 
         return RedisBroker.from_settings(settings)
-    return MemoryBroker(history=settings.history)
+    return MemoryBroker.from_settings(settings)

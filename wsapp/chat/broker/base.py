@@ -23,6 +23,7 @@ Delivery
 
 from __future__ import annotations
 
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any, Literal
 
+log = logging.getLogger("wsapp.chat.broker")
 
 class BrokerError(Exception):
     """Base class of broker failures."""
@@ -37,6 +39,13 @@ class BrokerError(Exception):
 
 class BrokerUnavailable(BrokerError):
     """The broker cannot serve the request right now (e.g. Redis is down); retry later."""
+
+
+class OutcomeUnknown(BrokerUnavailable):
+    """The request was sent but its answer never came (e.g. Redis stalled): it may or may
+    not have taken effect. For a publish: retry with the same ``sender`` and ``ref`` (a
+    retry of a message that was published returns it instead of publishing it twice), or
+    look for it in history; never report it as "not sent"."""
 
 
 class InvalidMessageId(BrokerError, ValueError):
@@ -54,7 +63,13 @@ class Message:
     ts: int  # Unix time in milliseconds, assigned by the broker
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "room": self.room, "name": self.name, "text": self.text, "ts": self.ts}
+        return {
+            "id": self.id,
+            "room": self.room,
+            "name": self.name,
+            "text": self.text,
+            "ts": self.ts,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +115,23 @@ class Subscription:
     active: bool = True
 
 
+def fan_out(subscriptions: list[Subscription], event: Event) -> None:
+    """Call every active subscription's callback with `event`, in subscription order.
+
+    The one delivery loop of every broker. It iterates over a copy, so a callback may
+    subscribe or unsubscribe; subscriptions found inactive are removed from the list. A
+    callback that raises is logged and the others still get the event."""
+    for sub in tuple(subscriptions):
+        if not sub.active:
+            if sub in subscriptions:
+                subscriptions.remove(sub)
+            continue
+        try:
+            sub.callback(event)
+        except Exception:  # one broken subscriber must not starve the others
+            log.exception("chat subscriber %s of room %s failed", sub.id, sub.room)
+
+
 _STREAM_ID = re.compile(r"(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,18})")
 
 
@@ -131,7 +163,8 @@ class Broker(ABC):
         """Stop background work and release connections."""
 
     def healthy(self) -> bool:
-        """True when publish/history/presence can be served right now (``/readyz``)."""
+        """True when publish/history/presence can be served right now, writes included
+        (``/readyz``). The memory broker always can."""
         return True
 
     @property
@@ -156,11 +189,27 @@ class Broker(ABC):
     # ---- messages --------------------------------------------------------------------
 
     @abstractmethod
-    def publish(self, room: str, name: str, text: str) -> Message:
-        """Assign the next id of `room`, append to its history, deliver to its subscribers."""
+    def publish(
+        self,
+        room: str,
+        name: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        ref: str | None = None,
+    ) -> Message:
+        """Assign the next id of `room`, append to its history, deliver to its subscribers.
+
+        With both `sender` (who publishes: unique across processes, e.g. a connection id)
+        and `ref` (the client's correlation id), the publish is idempotent for WSAPP_REF_TTL
+        seconds: a second publish with the same pair in the same room returns the message
+        of the first (same id) and delivers nothing. Raises BrokerUnavailable when the
+        message was not published, OutcomeUnknown when that is not known."""
 
     @abstractmethod
-    def history(self, room: str, since: str | None = None, limit: int | None = None) -> list[Message]:
+    def history(
+        self, room: str, since: str | None = None, limit: int | None = None
+    ) -> list[Message]:
         """Retained messages of `room`, oldest first.
 
         ``since=None``: the newest `limit` messages (all retained ones if `limit` is None).
