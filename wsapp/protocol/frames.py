@@ -8,13 +8,14 @@ is reported on the very read that carries it, never after buffering a whole mess
 
 from __future__ import annotations
 
-import codecs
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
 # The compiled loops and their pure Python twins are chosen in one place.
-from wsapp.speedups import select as speedups  # noqa: E402
+from wsapp.protocol.errors import CloseCode, ProtocolError
+from wsapp.protocol.utf8 import Utf8Decoder
+from wsapp.speedups import select as speedups
 
 apply_mask = speedups.apply_mask
 
@@ -33,33 +34,8 @@ CONTROL_OPCODES = frozenset((Opcode.CLOSE, Opcode.PING, Opcode.PONG))
 KNOWN_OPCODES = frozenset(int(op) for op in (*DATA_OPCODES, *CONTROL_OPCODES))
 
 
-class CloseCode(IntEnum):
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    PROTOCOL_ERROR = 1002
-    UNSUPPORTED_DATA = 1003
-    NO_STATUS = 1005  # never sent on the wire
-    ABNORMAL = 1006  # never sent on the wire
-    INVALID_DATA = 1007
-    POLICY_VIOLATION = 1008
-    MESSAGE_TOO_BIG = 1009
-    MANDATORY_EXTENSION = 1010
-    INTERNAL_ERROR = 1011
-    SERVICE_RESTART = 1012
-    TRY_AGAIN_LATER = 1013
-
-
 MAX_CONTROL_PAYLOAD = 125
 MAX_CLOSE_REASON_BYTES = MAX_CONTROL_PAYLOAD - 2
-
-
-class ProtocolError(Exception):
-    """The peer broke the protocol; `code` is the close code to fail the connection with."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"{code} {reason}")
-        self.code = code
-        self.reason = reason
 
 
 def is_valid_close_code(code: int) -> bool:
@@ -165,60 +141,6 @@ class _StreamMasker:
         mask = self._mask if offset == 0 else self._mask[offset:] + self._mask[:offset]
         self._offset = (offset + len(data)) & 3
         return apply_mask(data, mask)
-
-
-# --- UTF-8 ------------------------------------------------------------------------------
-
-# Second-byte ranges for each lead byte that starts a multi-byte sequence (RFC 3629).
-_SECOND_BYTE = {
-    **{b: (0x80, 0xBF) for b in range(0xC2, 0xE0)},
-    0xE0: (0xA0, 0xBF),
-    **{b: (0x80, 0xBF) for b in range(0xE1, 0xED)},
-    0xED: (0x80, 0x9F),
-    0xEE: (0x80, 0xBF),
-    0xEF: (0x80, 0xBF),
-    0xF0: (0x90, 0xBF),
-    0xF1: (0x80, 0xBF),
-    0xF2: (0x80, 0xBF),
-    0xF3: (0x80, 0xBF),
-    0xF4: (0x80, 0x8F),
-}
-
-
-def is_valid_utf8_prefix(pending: bytes) -> bool:
-    """Can these (at most 3) trailing bytes still become a valid UTF-8 character?"""
-    if not pending:
-        return True
-    bounds = _SECOND_BYTE.get(pending[0])
-    if bounds is None:
-        return False
-    if len(pending) >= 2 and not bounds[0] <= pending[1] <= bounds[1]:
-        return False
-    return all(0x80 <= b <= 0xBF for b in pending[2:])
-
-
-class Utf8Decoder:
-    """Incremental strict UTF-8 decoding that fails on the first byte that cannot be valid.
-
-    CPython's incremental decoder (C speed) catches almost everything at once but keeps an
-    invalid partial sequence such as ED A0 (a surrogate) pending; we check the pending tail.
-    """
-
-    __slots__ = ("_decoder",)
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
-
-    def decode(self, data: bytes, final: bool) -> str:
-        try:
-            text = self._decoder.decode(data, final)
-        except UnicodeDecodeError:
-            raise ProtocolError(CloseCode.INVALID_DATA, "invalid UTF-8 in text message") from None
-        if not final:
-            pending = self._decoder.getstate()[0]
-            if pending and not is_valid_utf8_prefix(pending):
-                raise ProtocolError(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
-        return text
 
 
 # --- parsing ----------------------------------------------------------------------------
