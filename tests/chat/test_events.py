@@ -248,3 +248,61 @@ def test_encode_message_roundtrips_any_valid_text(text: str) -> None:
         return
     msg = Message("r", "1-0", "n", text, 1)
     assert json.loads(events.encode_message(msg).decode("utf-8"))["text"] == text
+
+
+# ---- nesting depth (issue 13 item 7) -----------------------------------------------------
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+_json_values = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet="[{k", max_size=2), inner, max_size=3),
+    max_leaves=60,
+)
+
+
+def _nest(value: object, levels: int) -> object:
+    for i in range(levels):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+@given(_json_values, st.integers(min_value=0, max_value=40))
+def test_json_depth_over_is_exact_for_any_json(value: object, extra: int) -> None:
+    obj = {"v": _nest(value, extra)}
+    raw = json.dumps(obj, separators=(",", ":"))
+    assert events.json_depth_over(raw) == (_depth(obj) > events.MAX_JSON_DEPTH)
+    assert events.json_depth_over(json.dumps(obj, indent=1)) == (_depth(obj) > events.MAX_JSON_DEPTH)
+
+
+@pytest.mark.parametrize(
+    ("raw", "over"),
+    [
+        ("{" * 32, False),  # not JSON, but the parser would stop at depth 32
+        ("{" * 33, True),
+        ("[" * 100_000, True),
+        ('{"a":"' + "[" * 100 + '"}', False),
+        ('{"a":"\\"' + "[" * 100 + '"}', False),  # an escaped quote does not end the string
+        ("{" + "[]," * 10_000 + "[]}", False),
+        ("]" * 50 + "[" * 20, False),
+    ],
+)
+def test_json_depth_over_cases(raw: str, over: bool) -> None:
+    assert events.json_depth_over(raw) is over
+
+
+def test_deep_frames_are_invalid_message_and_long_ones_too_large() -> None:
+    with pytest.raises(ValidationError) as info:
+        parse_client_text('{"type":"message","text":' + "[" * 100_000, 16384)
+    assert info.value.code == events.E_BAD_MESSAGE
+    with pytest.raises(ValidationError) as info:
+        parse_client_text("{" + " " * (6 * 100 + events.JSON_SLACK_CHARS), 100)
+    assert info.value.code == events.E_TOO_LARGE
+    assert parse_client_text('{"type":"message","text":"[[[[","x":' + "[" * 31 + "]" * 31 + "}", 100).text == "[[[["

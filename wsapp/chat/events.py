@@ -19,6 +19,15 @@ from .broker.base import Member, Message, PresenceEvent
 ROOM_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 MAX_NAME_CHARS = 32
 MAX_REF_CHARS = 128
+#: Deepest nesting of JSON arrays and objects parsed in a client frame (the object itself is
+#: level 1). Chat messages are flat objects; deeper input is refused before json.loads, whose
+#: C scanner recurses once per level and raises RecursionError near the interpreter's limit.
+MAX_JSON_DEPTH = 32
+#: JSON escapes take at most 6 characters per UTF-8 byte of text (``\u0001``), so a frame
+#: longer than ``JSON_CHARS_PER_BYTE * max_bytes + JSON_SLACK_CHARS`` cannot carry an
+#: acceptable text: it is refused unparsed, which bounds the parser's work per message.
+JSON_CHARS_PER_BYTE = 6
+JSON_SLACK_CHARS = 4096
 
 # error event codes (docs/protocol.md)
 E_TOO_LARGE = "message_too_large"
@@ -97,6 +106,35 @@ def _ref(value: Any) -> str | None:
     return ref
 
 
+# A JSON string literal (RFC 8259 section 7); its contents never nest.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+# Opening brackets become "(", closing ones ")", everything else is deleted.
+_BRACKETS = bytes.maketrans(b"[]{}", b"()()")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth_over(raw: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True if `raw` nests JSON arrays/objects deeper than `limit` levels.
+
+    Counted outside string literals, so brackets inside a message's text are free. A frame
+    with at most `limit` brackets in all cannot nest deeper: that test is two ``str.count``
+    calls and covers every ordinary message. Otherwise the brackets are reduced to ``(``
+    and ``)`` and every innermost pair ``()`` is deleted, `limit` times at most: each round
+    takes exactly one level off every nest, so a pair left over means a deeper nest, and
+    ``(`` left over without its ``)`` (not JSON) is as deep as the parser would have gone.
+    """
+    if raw.count("[") + raw.count("{") <= limit:
+        return False
+    skeleton = _JSON_STRING.sub("", raw).encode("utf-8", "surrogatepass")
+    rest = skeleton.translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(limit):
+        reduced = rest.replace(b"()", b"")
+        if len(reduced) == len(rest):
+            break
+        rest = reduced
+    return b"()" in rest or rest.count(b"(") > limit
+
+
 def parse_client_text(raw: str, max_bytes: int) -> ChatInput:
     """Interpret one text frame from a client.
 
@@ -104,12 +142,21 @@ def parse_client_text(raw: str, max_bytes: int) -> ChatInput:
       ``{"type": "message", "text": str, "ref": str|number (optional)}`` is defined;
     * anything else (plain text, other JSON) is taken whole as the message text.
 
-    The text must be non-empty and at most `max_bytes` UTF-8 bytes. Raises ValidationError.
+    The text must be non-empty and at most `max_bytes` UTF-8 bytes. A frame that starts
+    with ``{`` and nests deeper than MAX_JSON_DEPTH is refused (``invalid_message``), and one
+    too long to hold `max_bytes` of escaped text is ``message_too_large`` unparsed.
+    Raises ValidationError.
     """
     text: Any = raw
     ref: str | None = None
     stripped = raw.lstrip()
     if stripped.startswith("{"):
+        if len(raw) > JSON_CHARS_PER_BYTE * max_bytes + JSON_SLACK_CHARS:
+            raise ValidationError(E_TOO_LARGE, f"message is over {max_bytes} bytes")
+        # The first test (repeated from json_depth_over, to spare ordinary messages a call)
+        # admits every frame with at most MAX_JSON_DEPTH brackets.
+        if raw.count("[") + raw.count("{") > MAX_JSON_DEPTH and json_depth_over(raw):
+            raise ValidationError(E_BAD_MESSAGE, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             obj = json.loads(raw)
         except ValueError:
