@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.chat.clients import ChatClient
 from tests.chat.conftest import CHAT_ENV, new_room
+from tests.support.rawws import handshake_request, http_exchange
+from tests.support.servers import running_server
+from wsapp.settings import Settings
+from wsapp.tokens import issue_token
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -83,3 +90,84 @@ def test_plain_brackets_are_text(chat_serve_server) -> None:
         _error_then_still_working(client, "[" * 100_000, "message_too_large")
         client.ws.send("[" * 1000)
         assert client.next_of("message")["text"] == "[" * 1000
+
+
+# ---- item 9: room names, characters, tokens --------------------------------------------------
+
+
+def _status(srv, path: str) -> int:
+    return http_exchange(srv.host, srv.port, handshake_request(srv.host, srv.port, path)).status
+
+
+def test_dot_segment_rooms_are_refused_400(chat_server) -> None:
+    srv = chat_server
+    for path in ("/chat/.", "/chat/..", "/chat/.?name=a", "/chat/..?name=a"):
+        assert _status(srv, path) == 400, path
+    resp = http_exchange(srv.host, srv.port, handshake_request(srv.host, srv.port, "/chat/.."))
+    assert b"not . or .." in resp.body
+    with urllib.request.urlopen(srv.http_url("/api/rooms/.../messages"), timeout=5) as ok:
+        assert ok.status == 200  # three dots are an ordinary name
+    try:
+        urllib.request.urlopen(srv.http_url("/api/rooms/../messages"), timeout=5)
+        raise AssertionError("GET /api/rooms/../messages accepted")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 400
+    with ChatClient(srv, "...", "dots") as client:
+        assert client.hello["room"] == "..."
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u2066", "\x1b", "\r", "\x00", "\x9b", "\x7f"])
+def test_control_and_bidi_characters_in_text_are_refused(chat_serve_server, char: str) -> None:
+    srv = chat_serve_server
+    room = new_room("chars")
+    with ChatClient(srv, room, "ann") as ann, ChatClient(srv, room, "bob") as bob:
+        ann.say(f"file{char}txt.exe", ref="spoof")
+        event = ann.next_of("error")
+        assert event["code"] == "invalid_message" and event["ref"] == "spoof"
+        assert f"U+{ord(char):04X}" in event["reason"]
+        # Nothing was broadcast; newlines and tabs go through untouched.
+        ann.say("two\nlines\tand a tab")
+        assert bob.next_of("message")["text"] == "two\nlines\tand a tab"
+
+
+@pytest.mark.parametrize("name", ["%E2%80%AEevil", "a%1B%5B31mb", "a%C2%9Bb", "a%E2%81%A6b"])
+def test_control_and_bidi_characters_in_names_are_refused_400(chat_serve_server, name: str) -> None:
+    assert _status(chat_serve_server, f"/chat/lobby?name={name}") == 400
+
+
+@pytest.fixture(scope="module")
+def token_server():
+    env = CHAT_ENV | {"WSAPP_SECRET": "expiry-test-secret", "WSAPP_PING_INTERVAL": "0"}
+    with running_server("serve", env=env) as srv:
+        yield srv
+
+
+def _token(srv, room: str, name: str, ttl: float) -> str:
+    settings = Settings.from_env({k: v for k, v in srv.env.items() if k.startswith("WSAPP_")})
+    return issue_token(settings, rooms=[room], name=name, ttl=ttl)
+
+
+def test_socket_is_closed_4001_when_its_token_expires(token_server) -> None:
+    srv = token_server
+    room = new_room("exp")
+    short = _token(srv, room, "short", ttl=1.5)
+    long = _token(srv, room, "long", ttl=600)
+    with ChatClient(srv, room, name=None, token=long) as stays:
+        opened = time.monotonic()
+        with ChatClient(srv, room, name=None, token=short) as goes:
+            assert goes.hello["name"] == "short"
+            assert stays.next_of("join")["name"] == "short"
+            goes.say("before expiry")
+            assert goes.next_of("message")["text"] == "before expiry"
+            with pytest.raises(ConnectionClosed) as info:
+                while time.monotonic() - opened < 6:
+                    goes.ws.recv(timeout=6)
+            assert info.value.rcvd is not None
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (4001, "token expired")
+            assert 1.0 < time.monotonic() - opened < 4.0
+        assert stays.next_of("leave")["name"] == "short"
+        stays.say("the long token still works")
+        assert stays.next_of("message")["text"] == "the long token still works"
+    srv.wait_for_log("chat token expired: closing conn")
+    # The expired token is refused at the handshake as before.
+    assert _status(srv, f"/chat/{room}?token={short}") == 401

@@ -51,9 +51,16 @@ class ValidationError(ValueError):
 # ---- handshake parameters ---------------------------------------------------------------
 
 
+#: ``.`` and ``..`` are dot-segments (RFC 3986 section 5.2.4): browsers and proxies remove
+#: them from a URL path, so ``/chat/..`` never reaches the room it names. Refused.
+DOT_SEGMENTS = frozenset({".", ".."})
+
+
 def is_valid_room(room: object) -> bool:
-    """Room names: 1 to 64 of ``A-Z a-z 0-9 _ - .``"""
-    return isinstance(room, str) and ROOM_RE.fullmatch(room) is not None
+    """Room names: 1 to 64 of ``A-Z a-z 0-9 _ - .``, except ``.`` and ``..``."""
+    if not isinstance(room, str) or room in DOT_SEGMENTS:
+        return False
+    return ROOM_RE.fullmatch(room) is not None
 
 
 def guest_name(token_hex: Callable[[int], str] = secrets.token_hex) -> str:
@@ -63,7 +70,10 @@ def guest_name(token_hex: Callable[[int], str] = secrets.token_hex) -> str:
 def normalize_name(raw: str | None, make_guest: Callable[[], str] = guest_name) -> str:
     """Nickname from ``?name=``: trimmed, 1 to 32 printable characters.
 
-    Missing or blank means a generated ``guest-XXXX``. Raises ValidationError otherwise."""
+    Printable as `str.isprintable` says: no control characters (C0, C1), no format
+    characters (every bidi control and zero-width character included) and no separator but
+    the space. Missing or blank means a generated ``guest-XXXX``. Raises ValidationError
+    otherwise."""
     if raw is None:
         return make_guest()
     name = raw.strip()
@@ -81,6 +91,31 @@ def normalize_name(raw: str | None, make_guest: Callable[[], str] = guest_name) 
 
 
 # ---- client -> server -------------------------------------------------------------------
+
+#: Characters refused in message text (docs/protocol.md, "Characters"): C0 controls except
+#: TAB and LF, DEL, C1 controls (U+0080-U+009F, which include the terminal CSI U+009B), and
+#: the explicit bidirectional formatting characters of UAX #9 (embeddings and overrides
+#: U+202A-U+202E, isolates U+2066-U+2069), which reorder how the rest of a line is shown
+#: ("Trojan Source", CVE-2021-42574). The implicit marks LRM, RLM and ALM stay allowed:
+#: they reorder nothing, and right-to-left writers use them.
+FORBIDDEN_TEXT_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def check_text_chars(text: str, ref: str | None = None) -> None:
+    """Raise ValidationError (``invalid_message``) if `text` holds a refused character.
+
+    Refused, not stripped: the sender learns which character and where, and what is
+    stored and shown is exactly what was sent."""
+    if text.isprintable():  # the common case, one C loop: no control or format character
+        return
+    found = FORBIDDEN_TEXT_CHARS.search(text)
+    if found is not None:
+        raise ValidationError(
+            E_BAD_MESSAGE,
+            f"message text contains the control character U+{ord(found.group()):04X} "
+            f"at position {found.start()}",
+            ref,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +177,8 @@ def parse_client_text(raw: str, max_bytes: int) -> ChatInput:
       ``{"type": "message", "text": str, "ref": str|number (optional)}`` is defined;
     * anything else (plain text, other JSON) is taken whole as the message text.
 
-    The text must be non-empty and at most `max_bytes` UTF-8 bytes. A frame that starts
+    The text must be non-empty, at most `max_bytes` UTF-8 bytes, and free of the characters
+    `check_text_chars` refuses (TAB and LF are allowed). A frame that starts
     with ``{`` and nests deeper than MAX_JSON_DEPTH is refused (``invalid_message``), and one
     too long to hold `max_bytes` of escaped text is ``message_too_large`` unparsed.
     Raises ValidationError.
@@ -178,6 +214,7 @@ def parse_client_text(raw: str, max_bytes: int) -> ChatInput:
         raise ValidationError(E_BAD_MESSAGE, "message text is not valid Unicode", ref) from None
     if size > max_bytes:
         raise ValidationError(E_TOO_LARGE, f"message text is over {max_bytes} bytes", ref)
+    check_text_chars(text, ref)
     return ChatInput(text, ref)
 
 
