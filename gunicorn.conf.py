@@ -6,7 +6,10 @@ with a clear message before any worker starts.
 
 import sys
 
+from wsapp import fdlimits
 from wsapp.settings import Settings, SettingsError
+
+fdlimits.raise_nofile()  # soft RLIMIT_NOFILE up to the hard limit; the workers inherit it
 
 try:
     _settings = Settings.from_env()
@@ -57,6 +60,11 @@ def on_starting(server):
         sys.stderr.write(f"wsapp: configuration error: {problem}\n")
         sys.stderr.flush()
         sys.exit(2)
+    redis = bool(_settings.redis_url)
+    server.log.info("wsapp %s", fdlimits.describe(_settings.max_connections, redis))
+    warning = fdlimits.capacity_warning(_settings.max_connections, redis)
+    if warning:
+        server.log.warning("wsapp: %s", warning)
 
 
 def nworkers_changed(server, new_value, old_value):
@@ -64,3 +72,11 @@ def nworkers_changed(server, new_value, old_value):
     if old_value is not None and _refuse_split_rooms(new_value):
         server.log.error("wsapp: refusing %d workers: %s", new_value, _refuse_split_rooms(new_value))
         server._num_workers = old_value
+
+
+def child_exit(server, worker):
+    """In the master, once a worker has exited (however: crash, SIGKILL, timeout): its
+    connections are gone, so free what it counted in the shared per-IP table at once."""
+    from wsapp import ipcap
+
+    ipcap.worker_exited(worker.pid)

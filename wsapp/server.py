@@ -12,7 +12,8 @@ import signal
 import gevent
 from gevent.pywsgi import WSGIServer
 
-from wsapp import create_app
+from wsapp import create_app, fdlimits
+from wsapp.accept_guard import AcceptGuard
 from wsapp.protocol import runtime
 from wsapp.protocol.handler import WsappHandler
 from wsapp.settings import Settings
@@ -20,11 +21,21 @@ from wsapp.settings import Settings
 log = logging.getLogger("wsapp.server")
 
 
+class Server(AcceptGuard, WSGIServer):
+    """gevent's WSGI server, answering 503 when out of file descriptors (accept_guard)."""
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    fdlimits.raise_nofile()
     app = create_app(settings)
     host = host or settings.host
     port = port if port is not None else settings.port
-    server = WSGIServer(
+    redis = bool(settings.redis_url)
+    log.info("%s", fdlimits.describe(settings.max_connections, redis))
+    warning = fdlimits.capacity_warning(settings.max_connections, redis)
+    if warning:
+        log.warning("%s", warning)
+    server = Server(
         (host, port),
         app,
         handler_class=WsappHandler,

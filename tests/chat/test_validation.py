@@ -51,7 +51,9 @@ def _error_then_still_working(client: ChatClient, frame: str, code: str) -> dict
     ],
     ids=["reported", "untyped", "valid-41-levels", "objects"],
 )
-def test_deep_json_is_invalid_message_and_the_connection_stays(chat_serve_server, frame: str) -> None:
+def test_deep_json_is_invalid_message_and_the_connection_stays(
+    chat_serve_server, frame: str
+) -> None:
     srv = chat_serve_server
     with ChatClient(srv, new_room("deep"), "deep") as client:
         event = _error_then_still_working(client, frame, "invalid_message")

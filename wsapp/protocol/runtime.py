@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 
+from wsapp import ipcap
 from wsapp.admission import check_limits
 from wsapp.protocol.frames import CloseCode, Opcode, encode_close, encode_frame
 from wsapp.protocol.handshake import Rejection
@@ -82,11 +83,14 @@ class Runtime:
         cannot overshoot the limits. Every admitted slot must be given back by `release`."""
         rejection = check_limits(self.per_ip[ip], self.admitted, self.settings)
         if rejection is None:
+            rejection = ipcap.admit(ip, self.settings)  # the per-IP cap over a master's workers
+        if rejection is None:
             self.per_ip[ip] += 1
             self.admitted += 1
         return rejection
 
     def release(self, ip: str) -> None:
+        ipcap.release(ip)
         self.admitted -= 1
         self.per_ip[ip] -= 1
         if self.per_ip[ip] <= 0:
