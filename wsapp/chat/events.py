@@ -214,7 +214,8 @@ def parse_client_text(raw: str, max_bytes: int) -> ChatInput:
         raise ValidationError(E_BAD_MESSAGE, "message text is not valid Unicode", ref) from None
     if size > max_bytes:
         raise ValidationError(E_TOO_LARGE, f"message text is over {max_bytes} bytes", ref)
-    check_text_chars(text, ref)
+    if not text.isprintable():  # the common case is printable: spare it the call
+        check_text_chars(text, ref)
     return ChatInput(text, ref)
 
 
