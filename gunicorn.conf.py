@@ -11,6 +11,7 @@ with a clear message before any worker starts.
 import sys
 
 try:
+    from wsapp import fdlimits
     from wsapp.settings import Settings, SettingsError
 except ModuleNotFoundError as exc:
     if exc.name != "wsapp":
@@ -20,6 +21,8 @@ except ModuleNotFoundError as exc:
         "pip install it (pip install /path/to/wsapp-checkout) in the environment gunicorn runs in\n"
     )
     sys.exit(2)
+
+fdlimits.raise_nofile()  # soft RLIMIT_NOFILE up to the hard limit; the workers inherit it
 
 try:
     _settings = Settings.from_env()
@@ -70,6 +73,11 @@ def on_starting(server):
         sys.stderr.write(f"wsapp: configuration error: {problem}\n")
         sys.stderr.flush()
         sys.exit(2)
+    redis = bool(_settings.redis_url)
+    server.log.info("wsapp %s", fdlimits.describe(_settings.max_connections, redis))
+    warning = fdlimits.capacity_warning(_settings.max_connections, redis)
+    if warning:
+        server.log.warning("wsapp: %s", warning)
 
 
 def when_ready(server):
@@ -88,3 +96,11 @@ def nworkers_changed(server, new_value, old_value):
     if old_value is not None and _refuse_split_rooms(new_value):
         server.log.error("wsapp: refusing %d workers: %s", new_value, _refuse_split_rooms(new_value))
         server._num_workers = old_value
+
+
+def child_exit(server, worker):
+    """In the master, once a worker has exited (however: crash, SIGKILL, timeout): its
+    connections are gone, so free what it counted in the shared per-IP table at once."""
+    from wsapp import ipcap
+
+    ipcap.worker_exited(worker.pid)

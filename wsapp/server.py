@@ -38,7 +38,8 @@ from gevent.baseserver import parse_address
 from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
-from wsapp import admission
+from wsapp import admission, fdlimits
+from wsapp.accept_guard import AcceptGuard
 from wsapp.engine import registry
 from wsapp.hosting import AppLoadError, load_app, prepare_app, prepare_process
 from wsapp.protocol.handler import WsappHandler
@@ -55,6 +56,20 @@ _UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f"\\]')
 def _escape(text: str) -> str:
     """Control characters, quotes and backslashes as \\xNN: one log line stays one line."""
     return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class Server(AcceptGuard, WSGIServer):
+    """gevent's WSGI server, answering 503 when out of file descriptors (accept_guard)."""
+
+
+def _log_capacity(settings: Settings) -> None:
+    """The file-descriptor budget at start (WSAPP_MAX_CONNECTIONS), and a warning if it
+    cannot hold."""
+    redis = bool(settings.redis_url)
+    log.info("%s", fdlimits.describe(settings.max_connections, redis))
+    warning = fdlimits.capacity_warning(settings.max_connections, redis)
+    if warning:
+        log.warning("%s", warning)
 
 
 class EmbeddedHandler(WsappHandler):
@@ -87,7 +102,7 @@ def make_server(
     settings: Settings | None = None,
     listener: socket.socket | None = None,
     handler_class: type[WsappHandler] = EmbeddedHandler,
-) -> WSGIServer:
+) -> Server:
     """A gevent `WSGIServer` serving `app` with wsapp's handler, limits and logging.
 
     `settings` default to the WSAPP_* variables (or, for `create_app()`'s app, its own);
@@ -95,9 +110,11 @@ def make_server(
     to bind before loading the app. Call `install_shutdown_handlers(server)` so that
     SIGTERM closes WebSockets with 1001, then `server.serve_forever()`."""
     settings = prepare_app(app, settings)
+    fdlimits.raise_nofile()
+    _log_capacity(settings)
     if listener is None:
         listener = listen(host or settings.host, settings.port if port is None else port)
-    return WSGIServer(
+    return Server(
         listener,
         app,
         handler_class=handler_class,

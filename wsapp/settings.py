@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from wsapp import fdlimits
 from wsapp.hosts import HostError, parse_patterns
 
 PREFIX = "WSAPP_"
@@ -156,8 +157,19 @@ class Settings:
     require_token: bool = _setting(False, _bool, "Require a signed `?token=` on /chat/<room> (needs WSAPP_SECRET).")
     rate_limit: float = _setting(20.0, _float(0.0, 1e6), "Messages per second per connection (token bucket); 0 disables.")
     rate_burst: int = _setting(40, _int(1, 1_000_000), "Burst size of the per-connection rate limit.")
-    max_conn_per_ip: int = _setting(100, _int(0, 1_000_000), "Concurrent WebSockets per client IP (429 beyond); 0 disables.")
-    max_connections: int = _setting(20_000, _int(1, 10_000_000), "Concurrent WebSockets per process (503 beyond).")
+    max_conn_per_ip: int = _setting(
+        100,
+        _int(0, 1_000_000),
+        "Concurrent WebSockets per client IP (429 beyond), over all workers of one gunicorn "
+        "master (not across masters or hosts: docs/deploy.md); 0 disables.",
+    )
+    max_connections: int = _setting(
+        0,
+        _int(0, 10_000_000),
+        "Concurrent WebSockets per process (503 beyond); 0: the file limit (RLIMIT_NOFILE, "
+        "soft raised to hard at start) minus headroom for other descriptors "
+        "(docs/deploy.md: 192 at `ulimit -n 256`, 18,718 at 20,000).",
+    )
     handshake_timeout: float = _setting(10.0, _float(0.1, 600.0), "Seconds a client has to send its complete HTTP request.")
     ping_interval: float = _setting(20.0, _float(0.0, 3600.0), "Seconds between server pings on an idle socket; 0 disables keepalive.")
     ping_timeout: float = _setting(20.0, _float(0.1, 3600.0), "Seconds to wait for a pong before closing the connection 1011.")
@@ -185,6 +197,11 @@ class Settings:
         settings = cls(**values)
         settings.check()
         return settings
+
+    def __post_init__(self) -> None:
+        if self.max_connections == 0:  # derived from the file limit (and raises it)
+            derived = fdlimits.default_max_connections(redis=bool(self.redis_url))
+            object.__setattr__(self, "max_connections", derived)
 
     def check(self) -> None:
         """Rules that involve more than one variable."""

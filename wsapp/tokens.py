@@ -2,8 +2,9 @@
 
 A token is an itsdangerous `URLSafeTimedSerializer` signature, keyed by `WSAPP_SECRET`,
 over ``{"r": [rooms], "n": name, "e": expiry (Unix s)}``. It admits its holder to the
-listed rooms (``"*"`` means any room) under the given name until the expiry. Tokens are
-bearer credentials: keep them short-lived.
+listed rooms (``"*"`` means any room) under the given name until the expiry; a chat
+socket admitted with a token is closed with 4001 "token expired" at that moment
+(`wsapp.chat.views.TokenExpiry`). Tokens are bearer credentials: keep them short-lived.
 
     python -m wsapp token --room lobby --name alice --ttl 3600
 """

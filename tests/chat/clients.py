@@ -28,9 +28,16 @@ def chat_url(srv: ServerProcess, room: str, **params: str | None) -> str:
 class ChatClient:
     """A chat member. Events are read as they come (unbounded buffer) and parsed as JSON."""
 
-    def __init__(self, srv: ServerProcess, room: str, name: str | None = "tester", since: str | None = None) -> None:
+    def __init__(
+        self,
+        srv: ServerProcess,
+        room: str,
+        name: str | None = "tester",
+        since: str | None = None,
+        token: str | None = None,
+    ) -> None:
         self.room = room
-        self._connect(chat_url(srv, room, name=name, since=since))
+        self._connect(chat_url(srv, room, name=name, since=since, token=token))
 
     def _connect(self, url: str, sock: socket.socket | None = None) -> None:
         """Open the WebSocket (over `sock` if given) and read the `hello` event."""

@@ -22,7 +22,8 @@ ROOM_CHARS = set(string.ascii_letters + string.digits + "_-.")
 
 @pytest.mark.parametrize("char", [chr(c) for c in range(0, 256)])
 def test_room_charset_is_exactly_the_documented_one(char: str) -> None:
-    assert events.is_valid_room(char) == (char in ROOM_CHARS)
+    # "." alone is a dot-segment
+    assert events.is_valid_room(char) == (char in ROOM_CHARS and char != ".")
     assert events.is_valid_room("ab" + char + "cd") == (char in ROOM_CHARS)
 
 
@@ -33,7 +34,10 @@ def test_valid_rooms(room: str) -> None:
 
 @pytest.mark.parametrize(
     "room",
-    ["", "x" * 65, "a b", "a/b", "café", "ロビー", "a\n", "\nabc", "a%20b", "a?b", "a#b", "a:b", None, 123, b"lobby"],
+    [
+        "", "x" * 65, "a b", "a/b", "café", "ロビー", "a\n", "\nabc", "a%20b", "a?b", "a#b", "a:b",
+        None, 123, b"lobby", ".", "..",
+    ],
 )
 def test_invalid_rooms(room: object) -> None:
     assert not events.is_valid_room(room)
@@ -71,7 +75,11 @@ def test_valid_names_are_trimmed(raw: str, want: str) -> None:
     assert events.normalize_name(raw) == want
 
 
-@pytest.mark.parametrize("raw", ["x" * 33, "a\tb", "a\x00b", "bell\x07", "a\x7fb", "a\u2028b", "\ud800x", "a\nb"])
+@pytest.mark.parametrize(
+    "raw",
+    ["x" * 33, "a\tb", "a\x00b", "bell\x07", "a\x7fb", "a\u2028b", "\ud800x", "a\nb",
+     "\u202eevil", "a\u2066b", "a\u200fb", "a\x9bb", "a\x1b[31mb", "a\rb"],
+)
 def test_invalid_names(raw: str) -> None:
     with pytest.raises(ValidationError):
         events.normalize_name(raw)
@@ -160,6 +168,11 @@ def test_any_plain_text_not_looking_like_json_object_is_taken_whole(text: str) -
         text.encode("utf-8")
     except UnicodeEncodeError:
         return  # cannot arrive in a (UTF-8 validated) text frame
+    if events.FORBIDDEN_TEXT_CHARS.search(text):
+        with pytest.raises(ValidationError) as info:
+            parse_client_text(text, 10_000)
+        assert info.value.code == events.E_BAD_MESSAGE
+        return
     assert parse_client_text(text, 10_000) == events.ChatInput(text)
 
 
@@ -171,6 +184,10 @@ def test_json_message_roundtrip(text: str, ref: str | int | None) -> None:
         if isinstance(ref, str):
             ref.encode("utf-8")
     except UnicodeEncodeError:
+        with pytest.raises(ValidationError):
+            parse_client_text(raw, 10_000)
+        return
+    if events.FORBIDDEN_TEXT_CHARS.search(text):
         with pytest.raises(ValidationError):
             parse_client_text(raw, 10_000)
         return
@@ -248,3 +265,87 @@ def test_encode_message_roundtrips_any_valid_text(text: str) -> None:
         return
     msg = Message("r", "1-0", "n", text, 1)
     assert json.loads(events.encode_message(msg).decode("utf-8"))["text"] == text
+
+
+# ---- nesting depth (issue 13 item 7) -----------------------------------------------------
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+_json_values = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet="[{k", max_size=2), inner, max_size=3),
+    max_leaves=60,
+)
+
+
+def _nest(value: object, levels: int) -> object:
+    for i in range(levels):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+@given(_json_values, st.integers(min_value=0, max_value=40))
+def test_json_depth_over_is_exact_for_any_json(value: object, extra: int) -> None:
+    obj = {"v": _nest(value, extra)}
+    raw = json.dumps(obj, separators=(",", ":"))
+    assert events.json_depth_over(raw) == (_depth(obj) > events.MAX_JSON_DEPTH)
+    assert events.json_depth_over(json.dumps(obj, indent=1)) == (_depth(obj) > events.MAX_JSON_DEPTH)
+
+
+@pytest.mark.parametrize(
+    ("raw", "over"),
+    [
+        ("{" * 32, False),  # not JSON, but the parser would stop at depth 32
+        ("{" * 33, True),
+        ("[" * 100_000, True),
+        ('{"a":"' + "[" * 100 + '"}', False),
+        ('{"a":"\\"' + "[" * 100 + '"}', False),  # an escaped quote does not end the string
+        ("{" + "[]," * 10_000 + "[]}", False),
+        ("]" * 50 + "[" * 20, False),
+    ],
+)
+def test_json_depth_over_cases(raw: str, over: bool) -> None:
+    assert events.json_depth_over(raw) is over
+
+
+def test_deep_frames_are_invalid_message_and_long_ones_too_large() -> None:
+    with pytest.raises(ValidationError) as info:
+        parse_client_text('{"type":"message","text":' + "[" * 100_000, 16384)
+    assert info.value.code == events.E_BAD_MESSAGE
+    with pytest.raises(ValidationError) as info:
+        parse_client_text("{" + " " * (6 * 100 + events.JSON_SLACK_CHARS), 100)
+    assert info.value.code == events.E_TOO_LARGE
+    assert parse_client_text('{"type":"message","text":"[[[[","x":' + "[" * 31 + "]" * 31 + "}", 100).text == "[[[["
+
+
+# ---- characters in message text (issue 13 item 9) ---------------------------------------
+
+REFUSED = [chr(c) for c in [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]] + [
+    chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+]
+ALLOWED = [
+    "\t", "\n", "\u200e", "\u200f", "\u061c", "\u200b", "\u200d", "\u2028", "\u00a0", "\u00ad", "\ufeff",
+]
+
+
+@pytest.mark.parametrize("char", REFUSED, ids=[f"U+{ord(c):04X}" for c in REFUSED])
+def test_control_and_bidi_override_characters_are_refused(char: str) -> None:
+    for raw in (f"a{char}b", json.dumps({"type": "message", "text": f"ok {char}", "ref": "r"})):
+        with pytest.raises(ValidationError) as info:
+            parse_client_text(raw, 1000)
+        assert info.value.code == events.E_BAD_MESSAGE
+        assert f"U+{ord(char):04X}" in info.value.reason
+    assert info.value.ref == "r"
+
+
+@pytest.mark.parametrize("char", ALLOWED, ids=[f"U+{ord(c):04X}" for c in ALLOWED])
+def test_newlines_tabs_and_bidi_marks_are_allowed(char: str) -> None:
+    text = f"line one{char}line two"
+    assert parse_client_text(json.dumps({"type": "message", "text": text}), 1000).text == text

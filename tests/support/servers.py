@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,8 +108,11 @@ def start_server(
     extra_args: list[str] | None = None,
     log_dir: Path | None = None,
     app: str | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> ServerProcess:
-    """Start `python -m wsapp serve` or gunicorn and wait until it accepts connections."""
+    """Start `python -m wsapp serve` or gunicorn and wait until it accepts connections.
+
+    `preexec_fn` runs in the child before the server starts (e.g. to set an rlimit)."""
     port = port or free_port(host)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="wsapp-test-"))
@@ -122,6 +125,7 @@ def start_server(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=preexec_fn,
     )
     server = ServerProcess(mode, host, port, proc, log_path, env or {})
     try:

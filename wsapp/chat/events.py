@@ -19,6 +19,15 @@ from .broker.base import Member, Message, PresenceEvent
 ROOM_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 MAX_NAME_CHARS = 32
 MAX_REF_CHARS = 128
+#: Deepest nesting of JSON arrays and objects parsed in a client frame (the object itself is
+#: level 1). Chat messages are flat objects; deeper input is refused before json.loads, whose
+#: C scanner recurses once per level and raises RecursionError near the interpreter's limit.
+MAX_JSON_DEPTH = 32
+#: JSON escapes take at most 6 characters per UTF-8 byte of text (``\u0001``), so a frame
+#: longer than ``JSON_CHARS_PER_BYTE * max_bytes + JSON_SLACK_CHARS`` cannot carry an
+#: acceptable text: it is refused unparsed, which bounds the parser's work per message.
+JSON_CHARS_PER_BYTE = 6
+JSON_SLACK_CHARS = 4096
 
 # error event codes (docs/protocol.md)
 E_TOO_LARGE = "message_too_large"
@@ -43,9 +52,16 @@ class ValidationError(ValueError):
 # ---- handshake parameters ---------------------------------------------------------------
 
 
+#: ``.`` and ``..`` are dot-segments (RFC 3986 section 5.2.4): browsers and proxies remove
+#: them from a URL path, so ``/chat/..`` never reaches the room it names. Refused.
+DOT_SEGMENTS = frozenset({".", ".."})
+
+
 def is_valid_room(room: object) -> bool:
-    """Room names: 1 to 64 of ``A-Z a-z 0-9 _ - .``"""
-    return isinstance(room, str) and ROOM_RE.fullmatch(room) is not None
+    """Room names: 1 to 64 of ``A-Z a-z 0-9 _ - .``, except ``.`` and ``..``."""
+    if not isinstance(room, str) or room in DOT_SEGMENTS:
+        return False
+    return ROOM_RE.fullmatch(room) is not None
 
 
 def guest_name(token_hex: Callable[[int], str] = secrets.token_hex) -> str:
@@ -55,7 +71,10 @@ def guest_name(token_hex: Callable[[int], str] = secrets.token_hex) -> str:
 def normalize_name(raw: str | None, make_guest: Callable[[], str] = guest_name) -> str:
     """Nickname from ``?name=``: trimmed, 1 to 32 printable characters.
 
-    Missing or blank means a generated ``guest-XXXX``. Raises ValidationError otherwise."""
+    Printable as `str.isprintable` says: no control characters (C0, C1), no format
+    characters (every bidi control and zero-width character included) and no separator but
+    the space. Missing or blank means a generated ``guest-XXXX``. Raises ValidationError
+    otherwise."""
     if raw is None:
         return make_guest()
     name = raw.strip()
@@ -73,6 +92,31 @@ def normalize_name(raw: str | None, make_guest: Callable[[], str] = guest_name) 
 
 
 # ---- client -> server -------------------------------------------------------------------
+
+#: Characters refused in message text (docs/protocol.md, "Characters"): C0 controls except
+#: TAB and LF, DEL, C1 controls (U+0080-U+009F, which include the terminal CSI U+009B), and
+#: the explicit bidirectional formatting characters of UAX #9 (embeddings and overrides
+#: U+202A-U+202E, isolates U+2066-U+2069), which reorder how the rest of a line is shown
+#: ("Trojan Source", CVE-2021-42574). The implicit marks LRM, RLM and ALM stay allowed:
+#: they reorder nothing, and right-to-left writers use them.
+FORBIDDEN_TEXT_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def check_text_chars(text: str, ref: str | None = None) -> None:
+    """Raise ValidationError (``invalid_message``) if `text` holds a refused character.
+
+    Refused, not stripped: the sender learns which character and where, and what is
+    stored and shown is exactly what was sent."""
+    if text.isprintable():  # the common case, one C loop: no control or format character
+        return
+    found = FORBIDDEN_TEXT_CHARS.search(text)
+    if found is not None:
+        raise ValidationError(
+            E_BAD_MESSAGE,
+            f"message text contains the control character U+{ord(found.group()):04X} "
+            f"at position {found.start()}",
+            ref,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +142,35 @@ def _ref(value: Any) -> str | None:
     return ref
 
 
+# A JSON string literal (RFC 8259 section 7); its contents never nest.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+# Opening brackets become "(", closing ones ")", everything else is deleted.
+_BRACKETS = bytes.maketrans(b"[]{}", b"()()")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth_over(raw: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True if `raw` nests JSON arrays/objects deeper than `limit` levels.
+
+    Counted outside string literals, so brackets inside a message's text are free. A frame
+    with at most `limit` brackets in all cannot nest deeper: that test is two ``str.count``
+    calls and covers every ordinary message. Otherwise the brackets are reduced to ``(``
+    and ``)`` and every innermost pair ``()`` is deleted, `limit` times at most: each round
+    takes exactly one level off every nest, so a pair left over means a deeper nest, and
+    ``(`` left over without its ``)`` (not JSON) is as deep as the parser would have gone.
+    """
+    if raw.count("[") + raw.count("{") <= limit:
+        return False
+    skeleton = _JSON_STRING.sub("", raw).encode("utf-8", "surrogatepass")
+    rest = skeleton.translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(limit):
+        reduced = rest.replace(b"()", b"")
+        if len(reduced) == len(rest):
+            break
+        rest = reduced
+    return b"()" in rest or rest.count(b"(") > limit
+
+
 def parse_client_text(raw: str, max_bytes: int) -> ChatInput:
     """Interpret one text frame from a client.
 
@@ -105,12 +178,22 @@ def parse_client_text(raw: str, max_bytes: int) -> ChatInput:
       ``{"type": "message", "text": str, "ref": str|number (optional)}`` is defined;
     * anything else (plain text, other JSON) is taken whole as the message text.
 
-    The text must be non-empty and at most `max_bytes` UTF-8 bytes. Raises ValidationError.
+    The text must be non-empty, at most `max_bytes` UTF-8 bytes, and free of the characters
+    `check_text_chars` refuses (TAB and LF are allowed). A frame that starts
+    with ``{`` and nests deeper than MAX_JSON_DEPTH is refused (``invalid_message``), and one
+    too long to hold `max_bytes` of escaped text is ``message_too_large`` unparsed.
+    Raises ValidationError.
     """
     text: Any = raw
     ref: str | None = None
     stripped = raw.lstrip()
     if stripped.startswith("{"):
+        if len(raw) > JSON_CHARS_PER_BYTE * max_bytes + JSON_SLACK_CHARS:
+            raise ValidationError(E_TOO_LARGE, f"message is over {max_bytes} bytes")
+        # The first test (repeated from json_depth_over, to spare ordinary messages a call)
+        # admits every frame with at most MAX_JSON_DEPTH brackets.
+        if raw.count("[") + raw.count("{") > MAX_JSON_DEPTH and json_depth_over(raw):
+            raise ValidationError(E_BAD_MESSAGE, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             obj = json.loads(raw)
         except ValueError:
@@ -132,6 +215,8 @@ def parse_client_text(raw: str, max_bytes: int) -> ChatInput:
         raise ValidationError(E_BAD_MESSAGE, "message text is not valid Unicode", ref) from None
     if size > max_bytes:
         raise ValidationError(E_TOO_LARGE, f"message text is over {max_bytes} bytes", ref)
+    if not text.isprintable():  # the common case is printable: spare it the call
+        check_text_chars(text, ref)
     return ChatInput(text, ref)
 
 

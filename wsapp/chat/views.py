@@ -8,6 +8,7 @@ at the same URL (no upgrade) belongs to ``wsapp.pages``.
 from __future__ import annotations
 
 import logging
+import time
 
 import gevent
 from flask import Blueprint, request
@@ -16,6 +17,7 @@ from wsapp import admission, logsafe, metrics
 from wsapp.app_state import get_state
 from wsapp.engine.websocket import WebSocket
 from wsapp.protocol.session import CloseCause
+from wsapp.tokens import TokenError, verify_token
 
 from . import events
 from .broker.base import BrokerUnavailable
@@ -26,6 +28,10 @@ bp = Blueprint("chat", __name__)
 
 CLOSE_UNSUPPORTED = 1003
 CLOSE_TRY_AGAIN = 1013
+#: The token the member joined with has expired (a private-use code, RFC 6455 section 7.4.2):
+#: fetch a new token and reconnect with ``since=`` (docs/protocol.md).
+CLOSE_TOKEN_EXPIRED = 4001
+TOKEN_EXPIRED_REASON = "token expired"
 
 
 def refuse(reason: str, status: int = 400):
@@ -80,10 +86,17 @@ def chat_socket(room: str):
     state = get_state()
     settings, hub, broker = state.settings, state.hub, state.broker
     if not events.is_valid_room(room):
-        return refuse("invalid room name: use 1 to 64 of A-Z a-z 0-9 _ - .")
-    admitted = admission.chat_token_name(settings, room, request.args.get("token"))  # issue 6: 401
+        return refuse("invalid room name: use 1 to 64 of A-Z a-z 0-9 _ - . (not . or ..)")
+    token = request.args.get("token")
+    admitted = admission.chat_token_name(settings, room, token)  # issue 6: 401
     if isinstance(admitted, admission.Rejection):
         return refuse(admitted.reason, admitted.code)
+    expires = None
+    if admitted is not None:  # admitted by a token: the socket lives until the token expires
+        try:
+            expires = verify_token(settings, token or "").expires
+        except TokenError as exc:  # expired since the check above
+            return refuse(exc.reason, 401)
     try:
         name = admitted or events.normalize_name(request.args.get("name"))  # token name wins
     except events.ValidationError as exc:
@@ -104,22 +117,50 @@ def chat_socket(room: str):
         ws.close(CLOSE_TRY_AGAIN, "chat broker unavailable, try again later")
         return ""
     log.debug("chat join: conn %s name %r room %s peer %s", ws.id, name, room, ws.peer)
+    expiry = TokenExpiry(ws, expires) if expires is not None else None
     # The member's messages are handled by its socket's reader, so the request and its
     # Flask context are freed while the member sits idle (memory).
-    ws.serve(MessageHandler(ws, hub, member, settings), on_end=Leave(hub, member, ws))
+    handler = MessageHandler(ws, hub, member, settings)
+    ws.serve(handler, on_end=Leave(hub, member, ws, expiry))
     return ""
+
+
+class TokenExpiry:
+    """Closes a member's socket with 4001 "token expired" when its token expires.
+
+    One event-loop timer per token-admitted socket (no greenlet); the close goes through
+    the connection's queue like any other, so frames queued before it are still sent."""
+
+    __slots__ = ("conn", "timer")
+
+    def __init__(self, conn: WebSocket, expires: float) -> None:
+        self.conn = conn
+        # ref=False: a pending expiry never keeps the process's event loop alive.
+        self.timer = gevent.get_hub().loop.timer(max(0.0, expires - time.time()), ref=False)
+        self.timer.start(self._expired)
+
+    def _expired(self) -> None:
+        if not self.conn.closed:
+            log.info("chat token expired: closing conn %s with 4001", self.conn.id)
+            self.conn.close_nowait(CLOSE_TOKEN_EXPIRED, TOKEN_EXPIRED_REASON)
+
+    def cancel(self) -> None:
+        self.timer.close()
 
 
 class Leave:
     """What happens when a member's socket is done: leave the room (runs outside Flask)."""
 
-    __slots__ = ("hub", "member", "conn")
+    __slots__ = ("hub", "member", "conn", "expiry")
 
-    def __init__(self, hub, member, conn: WebSocket) -> None:
+    def __init__(self, hub, member, conn: WebSocket, expiry: TokenExpiry | None = None) -> None:
         self.hub = hub
         self.member = member
         self.conn = conn
+        self.expiry = expiry
 
     def __call__(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
         self.hub.leave(self.member)
         log.debug("chat leave: conn %s close %s", self.conn.id, self.conn.close_code)

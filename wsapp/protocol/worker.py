@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
-from gunicorn.workers.ggevent import PyWSGIHandler
+from gunicorn.workers.ggevent import PyWSGIHandler, PyWSGIServer
 
-from wsapp import hosting
+from wsapp import hosting, ipcap
+from wsapp.accept_guard import AcceptGuard
 from wsapp.engine import registry
 from wsapp.protocol.handler import WsappHandler
 
@@ -20,8 +21,24 @@ class GunicornWsappHandler(WsappHandler, PyWSGIHandler):
     """Our handler plus gunicorn's access log and environ additions."""
 
 
+class GuardedPyWSGIServer(AcceptGuard, PyWSGIServer):
+    """gunicorn's gevent server, answering 503 when out of file descriptors (accept_guard)."""
+
+
 class WsappWorker(GeventWebSocketWorker):
     wsgi_handler = GunicornWsappHandler
+    server_class = GuardedPyWSGIServer
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Runs in the master before each fork: the per-IP table every worker shares.
+        ipcap.prepare_master(self.cfg.workers)
+
+    def init_process(self) -> None:
+        row = ipcap.attach_worker()  # in the new worker, before it serves anything
+        if row is not None:
+            self.log.info("per-IP connection cap shared by this master's workers (row %d)", row)
+        super().init_process()
 
     def load_wsgi(self) -> None:
         """Any app: wsapp's logging and limits before it is imported, its route checks after."""
