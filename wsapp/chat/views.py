@@ -7,10 +7,12 @@ at the same URL (no upgrade) belongs to ``wsapp.pages``.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 
 import gevent
+import gevent.event
 from flask import Blueprint, request
 
 from wsapp import admission, logsafe, metrics
@@ -45,13 +47,20 @@ def refuse(reason: str, status: int = 400):
 
 
 class MessageHandler:
-    """Handles one member's incoming messages, a batch (one read) at a time.
+    """Handles one member's incoming messages: counted against the rate limit when they
+    arrive, processed (parsed, published, acked) in order by a greenlet of their own.
 
-    A callable for `WebSocket.serve` rather than a `for` loop over the connection: the
-    socket's reader calls it in place and the member waits in a small greenlet (memory).
+    A callable for `WebSocket.serve`: the socket's reader calls it in place with each
+    batch it read. The rate limit (WSAPP_RATE_LIMIT) is applied there, on arrival, and
+    the messages are handed to a worker greenlet that exists only while there is work, so
+    the reader keeps reading (and counting) while a publish waits for the broker: a
+    stalled Redis never turns a steady sender's backlog into one "burst" (issue 13). The
+    backlog is bounded by WSAPP_RECEIVE_QUEUE_BYTES: over it, the reader waits for the
+    worker and TCP pushes back on the client.
     """
 
-    __slots__ = ("conn", "hub", "member", "max_bytes", "bucket")
+    __slots__ = ("conn", "hub", "member", "max_bytes", "bucket", "budget", "pending",
+                 "pending_bytes", "worker", "drained")
 
     def __init__(self, conn: WebSocket, hub, member, settings) -> None:
         self.conn = conn
@@ -59,9 +68,14 @@ class MessageHandler:
         self.member = member
         self.max_bytes = settings.max_chat_bytes
         self.bucket = admission.message_limiter(settings)  # issue 6: WSAPP_RATE_LIMIT, 1008
+        self.budget = settings.receive_queue_bytes
+        self.pending: collections.deque = collections.deque()
+        self.pending_bytes = 0
+        self.worker: gevent.Greenlet | None = None
+        self.drained: gevent.event.Event | None = None
 
     def __call__(self, batch: list[str | bytes]) -> None:
-        conn, hub, bucket = self.conn, self.hub, self.bucket
+        conn, bucket = self.conn, self.bucket
         for message in batch:
             if bucket is not None and not bucket.allow():
                 conn.close_nowait(admission.RATE_LIMIT_CLOSE_CODE, admission.RATE_LIMIT_CLOSE_REASON,
@@ -70,15 +84,55 @@ class MessageHandler:
             if not isinstance(message, str):
                 conn.close_nowait(CLOSE_UNSUPPORTED, "binary messages are not supported in chat")
                 return
-            try:
-                item = events.parse_client_text(message, self.max_bytes)
-            except events.ValidationError as exc:
-                hub.send_error(conn, exc.code, exc.reason, exc.ref)
-                continue
-            hub.publish(self.member, item)
-            # Let writers run before the next message: a client that sends a burst must
-            # not fill every member's queue before anything goes out.
-            gevent.sleep(0)
+            self.pending.append(message)
+            self.pending_bytes += len(message)
+        if self.worker is None:
+            self.worker = gevent.spawn(self._work)
+        while self.pending_bytes > self.budget and not conn.closed:
+            if self.drained is None:
+                self.drained = gevent.event.Event()
+            self.drained.clear()
+            self.drained.wait(1.0)
+
+    def _work(self) -> None:
+        pending = self.pending
+        try:
+            # Everything that arrived is processed, also after the client went away:
+            # TCP delivered it (a message sent just before a disconnect is not lost).
+            while pending:
+                message = pending.popleft()
+                self.pending_bytes -= len(message)
+                if self.drained is not None and self.pending_bytes <= self.budget // 2:
+                    self.drained.set()
+                self.process(message)
+                # Let writers run before the next message: a client that sends a burst
+                # must not fill every member's queue before anything goes out.
+                gevent.sleep(0)
+        except Exception:
+            log.exception("chat message handling failed (conn %s)", self.conn.id)
+            self.conn.close_nowait(1011, "internal server error")
+        finally:
+            pending.clear()
+            self.pending_bytes = 0
+            self.worker = None
+            if self.drained is not None:
+                self.drained.set()
+
+    def finish(self, timeout: float) -> None:
+        """Wait (bounded) until the messages that arrived have been processed."""
+        worker = self.worker
+        if worker is not None:
+            worker.join(timeout)
+
+    def process(self, message: str) -> None:
+        """One message, in arrival order: parse, publish (ack or error event)."""
+        hub = self.hub
+        try:
+            item = events.parse_client_text(message, self.max_bytes)
+        except events.ValidationError as exc:
+            hub.send_error(self.conn, exc.code, exc.reason, exc.ref)
+            return
+        hub.publish(self.member, item)
 
 
 @bp.route("/chat/<room>", websocket=True)
@@ -121,7 +175,7 @@ def chat_socket(room: str):
     # The member's messages are handled by its socket's reader, so the request and its
     # Flask context are freed while the member sits idle (memory).
     handler = MessageHandler(ws, hub, member, settings)
-    ws.serve(handler, on_end=Leave(hub, member, ws, expiry))
+    ws.serve(handler, on_end=Leave(hub, member, ws, expiry, handler))
     return ""
 
 
@@ -151,16 +205,20 @@ class TokenExpiry:
 class Leave:
     """What happens when a member's socket is done: leave the room (runs outside Flask)."""
 
-    __slots__ = ("hub", "member", "conn", "expiry")
+    __slots__ = ("hub", "member", "conn", "expiry", "handler")
 
-    def __init__(self, hub, member, conn: WebSocket, expiry: TokenExpiry | None = None) -> None:
+    def __init__(self, hub, member, conn: WebSocket, expiry: TokenExpiry | None = None,
+                 handler: MessageHandler | None = None) -> None:
         self.hub = hub
         self.member = member
         self.conn = conn
         self.expiry = expiry
+        self.handler = handler
 
     def __call__(self) -> None:
         if self.expiry is not None:
             self.expiry.cancel()
+        if self.handler is not None:  # its last messages go out before its leave
+            self.handler.finish(self.conn.settings.close_timeout + 5.0)
         self.hub.leave(self.member)
         log.debug("chat leave: conn %s close %s", self.conn.id, self.conn.close_code)

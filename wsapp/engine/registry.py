@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 
-from wsapp import logsafe
+from wsapp import ipcap, logsafe
 from wsapp.admission import check_limits
 from wsapp.engine import housekeeping
 from wsapp.protocol.frames import CloseCode
@@ -77,11 +77,14 @@ class Registry:
         cannot overshoot the limits. Every admitted slot must be given back by `release`."""
         rejection = check_limits(self.per_ip[ip], self.admitted, self.settings)
         if rejection is None:
+            rejection = ipcap.admit(ip, self.settings)  # the per-IP cap over a master's workers
+        if rejection is None:
             self.per_ip[ip] += 1
             self.admitted += 1
         return rejection
 
     def release(self, ip: str) -> None:
+        ipcap.release(ip)
         self.admitted -= 1
         self.per_ip[ip] -= 1
         if self.per_ip[ip] <= 0:
