@@ -21,9 +21,9 @@ from wsapp.protocol.frames import (
     encode_frame,
     encode_header,
     is_valid_close_code,
-    is_valid_utf8_prefix,
     parse_close_payload,
 )
+from wsapp.protocol.utf8 import is_valid_utf8_prefix
 
 LIMIT = 1 << 20
 
