@@ -65,8 +65,8 @@ def framing(settings: Settings) -> str:
 def prepare_process(settings: Settings) -> None:
     """Logging and the connection runtime from `settings`, before any application is
     imported (an app's module may open sockets or log at import)."""
-    from wsapp import configure_logging
     from wsapp.engine import registry
+    from wsapp.logconfig import configure_logging
 
     configure_logging(settings)
     registry.configure(settings)

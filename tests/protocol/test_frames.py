@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from wsapp.protocol import frames
+from wsapp.protocol.close import is_valid_close_code
 from wsapp.protocol.frames import (
     Close,
     CloseCode,
@@ -20,7 +21,6 @@ from wsapp.protocol.frames import (
     encode_close_payload,
     encode_frame,
     encode_header,
-    is_valid_close_code,
     parse_close_payload,
 )
 from wsapp.protocol.utf8 import is_valid_utf8_prefix
