@@ -138,8 +138,9 @@ def test_ten_thousand_pings_in_one_write_get_ten_thousand_pongs():
 
 @pytest.mark.timeout(120)
 def test_stalled_chat_members_are_cut_at_their_byte_budget():
-    """50 members that never read, 25 senders of 16 KiB messages of control characters
-    (JSON-escaped to about 96 KiB a frame), 2 members that read. Each stalled member holds
+    """50 members that never read, 25 senders of 16 KiB messages of quote characters
+    (JSON-escaped to 32 KiB a frame: the control characters that would escape to 96 KiB
+    are refused in chat text), 2 members that read. Each stalled member holds
     at most WSAPP_SEND_QUEUE_BYTES plus one frame in the process (broadcast frames are
     shared, so this is an upper bound), and is closed 1008; the readers get everything; a
     bystander's echo stays under 200 ms."""
@@ -147,8 +148,8 @@ def test_stalled_chat_members_are_cut_at_their_byte_budget():
     env = {"WSAPP_RATE_LIMIT": "0",
            "WSAPP_MAX_CONN_PER_IP": "0", "WSAPP_CLOSE_TIMEOUT": "0.5", "WSAPP_HISTORY": "10"}
     senders, per_sender = 25, 4
-    # 16 KiB of U+0001 each, which JSON escapes to six bytes a character in the frames
-    message = ('{"type":"message","text":"' + "\\u0001" * 16384 + '"}').encode()
+    # 16 KiB of '"' each, which JSON escapes to two bytes a character in the frames
+    message = ('{"type":"message","text":"' + '\\"' * 16384 + '"}').encode()
     with running_server("serve", env=env) as srv:
         room = f"/chat/flood{time.monotonic_ns()}"
         stalled = []
@@ -192,7 +193,7 @@ def test_stalled_chat_members_are_cut_at_their_byte_budget():
                 time.sleep(index * 0.02)
                 for _ in range(per_sender):
                     ws.send_text(message)
-                    time.sleep(0.5)  # 25 senders: 50 messages (4.8 MB) a second to each member
+                    time.sleep(0.5)  # 25 senders: 50 messages (1.6 MB) a second to each member
                 time.sleep(1.0)
 
         writers = [threading.Thread(target=send, args=(i,), daemon=True) for i in range(senders)]

@@ -115,10 +115,10 @@ class Venv:
         """What the installed package looks like, asked from a directory outside the checkout."""
         code = (
             "import json, importlib.metadata as md, wsapp, wsapp.assets as a\n"
-            "from wsapp.protocol import frames\n"
+            "from wsapp.speedups import select\n"
             "print(json.dumps({'file': wsapp.__file__, 'version': wsapp.__version__,"
             " 'dist_version': md.version('wsapp'), 'templates': str(a.TEMPLATES_DIR),"
-            " 'static': str(a.STATIC_DIR), 'speedups': frames.speedups_enabled(),"
+            " 'static': str(a.STATIC_DIR), 'speedups': select.speedups_enabled(),"
             " 'files': sorted(str(f) for f in md.files('wsapp'))}))\n"
         )
         out = subprocess.run(
