@@ -33,7 +33,10 @@ def test_valid_rooms(room: str) -> None:
 
 @pytest.mark.parametrize(
     "room",
-    ["", "x" * 65, "a b", "a/b", "café", "ロビー", "a\n", "\nabc", "a%20b", "a?b", "a#b", "a:b", None, 123, b"lobby"],
+    [
+        "", "x" * 65, "a b", "a/b", "café", "ロビー", "a\n", "\nabc", "a%20b", "a?b", "a#b", "a:b",
+        None, 123, b"lobby",
+    ],
 )
 def test_invalid_rooms(room: object) -> None:
     assert not events.is_valid_room(room)
@@ -71,7 +74,9 @@ def test_valid_names_are_trimmed(raw: str, want: str) -> None:
     assert events.normalize_name(raw) == want
 
 
-@pytest.mark.parametrize("raw", ["x" * 33, "a\tb", "a\x00b", "bell\x07", "a\x7fb", "a\u2028b", "\ud800x", "a\nb"])
+@pytest.mark.parametrize(
+    "raw", ["x" * 33, "a\tb", "a\x00b", "bell\x07", "a\x7fb", "a\u2028b", "\ud800x", "a\nb"]
+)
 def test_invalid_names(raw: str) -> None:
     with pytest.raises(ValidationError):
         events.normalize_name(raw)
@@ -116,7 +121,11 @@ def test_parse_client_text(raw: str, text: str, ref: str | None) -> None:
         ('{"type": null}', events.E_UNKNOWN_TYPE, None),
         ('{"type": "message", "text": "x", "ref": true}', events.E_BAD_MESSAGE, None),
         ('{"type": "message", "text": "x", "ref": {"a": 1}}', events.E_BAD_MESSAGE, None),
-        ('{"type": "message", "text": "x", "ref": "' + "r" * 129 + '"}', events.E_BAD_MESSAGE, None),
+        (
+            '{"type": "message", "text": "x", "ref": "' + "r" * 129 + '"}',
+            events.E_BAD_MESSAGE,
+            None,
+        ),
         ('{"type": "message", "text": "\\ud800"}', events.E_BAD_MESSAGE, None),
         ('{"type": "message", "text": "x", "ref": "\\udfff"}', events.E_BAD_MESSAGE, None),
     ],
@@ -181,7 +190,9 @@ def test_json_message_roundtrip(text: str, ref: str | int | None) -> None:
 
 # ---- server events ----------------------------------------------------------------------
 
-MSG = Message(room="lobby", id="1700000000000-3", name="Zoë", text="héllo 🎉\n\"q\"", ts=1700000000000)
+MSG = Message(
+    room="lobby", id="1700000000000-3", name="Zoë", text='héllo 🎉\n"q"', ts=1700000000000
+)
 
 
 def test_encode_message_live_and_replay() -> None:
@@ -214,7 +225,12 @@ def test_encode_event_dispatches() -> None:
 @pytest.mark.parametrize("kind", ["join", "leave"])
 def test_encode_presence(kind: str) -> None:
     ev = PresenceEvent("r", kind, Member("c-9", "ann"))  # type: ignore[arg-type]
-    assert json.loads(events.encode_presence(ev)) == {"type": kind, "room": "r", "name": "ann", "id": "c-9"}
+    assert json.loads(events.encode_presence(ev)) == {
+        "type": kind,
+        "room": "r",
+        "name": "ann",
+        "id": "c-9",
+    }
 
 
 def test_encode_hello() -> None:
@@ -226,18 +242,34 @@ def test_encode_hello() -> None:
         "id": "c-2",
         "name": "bob",
         "members": ["ann", "bob", "ann"],
-        "presence": [{"id": "c-1", "name": "ann"}, {"id": "c-2", "name": "bob"}, {"id": "c-3", "name": "ann"}],
+        "presence": [
+            {"id": "c-1", "name": "ann"},
+            {"id": "c-2", "name": "bob"},
+            {"id": "c-3", "name": "ann"},
+        ],
         "history": 7,
     }
     assert "recovered" not in hello
     for recovered in (True, False):
-        assert json.loads(events.encode_hello("r", "c", "n", [], recovered=recovered))["recovered"] is recovered
+        assert (
+            json.loads(events.encode_hello("r", "c", "n", [], recovered=recovered))["recovered"]
+            is recovered
+        )
 
 
 def test_encode_ack_and_error() -> None:
     assert json.loads(events.encode_ack("r1", "5-0")) == {"type": "ack", "ref": "r1", "id": "5-0"}
-    assert json.loads(events.encode_error("c", "why")) == {"type": "error", "code": "c", "reason": "why"}
-    assert json.loads(events.encode_error("c", "why", "r")) == {"type": "error", "code": "c", "reason": "why", "ref": "r"}
+    assert json.loads(events.encode_error("c", "why")) == {
+        "type": "error",
+        "code": "c",
+        "reason": "why",
+    }
+    assert json.loads(events.encode_error("c", "why", "r")) == {
+        "type": "error",
+        "code": "c",
+        "reason": "why",
+        "ref": "r",
+    }
 
 
 @given(st.text(max_size=300))
