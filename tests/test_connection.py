@@ -50,6 +50,7 @@ def test_idle_background_connections_hold_no_request_objects():
     from gevent.pywsgi import WSGIServer
 
     from wsapp import create_app
+    from wsapp.app_state import get_state
     from wsapp.engine import registry as runtime
     from wsapp.protocol.handler import WsappHandler
     from wsapp.settings import Settings
@@ -112,7 +113,7 @@ def test_idle_background_connections_hold_no_request_objects():
         # Everything the sockets held is given back, whichever way they ended.
         assert rt.count() == 0
         assert rt.admitted == 0 and not rt.per_ip
-        assert app.extensions["wsapp"].hub.local_rooms() == {}
+        assert get_state(app).hub.local_rooms() == {}
     finally:
         done.set()
         server.stop(timeout=1)
