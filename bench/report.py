@@ -324,7 +324,8 @@ def chart(rows: list[dict], path: Path) -> bool:
         ax.set_xticklabels([case for case, _ in groups], rotation=15, fontsize=8)
         ax.set_title(title)
         ax.set_ylabel(ylabel)
-        if title.startswith(("Small", "Large")):  # stock is 5x to 100x below: log scale
+        # stock's bars are orders of magnitude below the others': log scale
+        if title.startswith(("Small", "Large")):
             ax.set_yscale("log")
         ax.legend(fontsize=8)
     fig.tight_layout()

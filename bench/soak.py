@@ -326,7 +326,7 @@ async def main_async(args: argparse.Namespace) -> dict:
             rounds.append(await run_round(args, port, pid, number))
         rss["final_immediate"] = rss_kib(pid)
         # The server's housekeeping returns freed memory to the OS within about 10 s of a
-        # wave of disconnects (wsapp.protocol.runtime); "final" is read after it ran.
+        # wave of disconnects (wsapp.engine.housekeeping); "final" is read after it ran.
         await asyncio.sleep(12)
         rss["final"] = rss_kib(pid)
     finally:

@@ -320,7 +320,8 @@ def test_reader_that_stops_reading_is_cut_off_while_others_get_everything(
     srv = chat_serve_server
     room = new_room("slow")
     total = 1000
-    # 10 MB in all: far beyond what the kernel buffers for a stalled socket (~3 MB here)
+    # 10 MB in all: far beyond what the kernel buffers for a stalled socket (its receive
+    # buffer shrunk, the server's send buffer WSAPP_SEND_BUFFER_BYTES), so the queue overflows
     text = "x" * 10_000
     a, b = ChatClient(srv, room, "reader-a"), ChatClient(srv, room, "reader-b")
     stalled = StalledReader(srv, room)
