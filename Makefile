@@ -48,11 +48,11 @@ system-deps:
 
 test: system-deps $(DEVSTAMP)
 	$(PY) -m wsapp.speedups.build --require
-	$(VENV)/bin/ruff check wsapp tests bench deploy wsgi.py gunicorn.conf.py
+	$(VENV)/bin/ruff check wsapp tests bench deploy examples wsgi.py gunicorn.conf.py setup.py
 	$(PY) -m pytest -q
 
 lint: $(DEVSTAMP)
-	$(VENV)/bin/ruff check wsapp tests bench deploy wsgi.py gunicorn.conf.py
+	$(VENV)/bin/ruff check wsapp tests bench deploy examples wsgi.py gunicorn.conf.py setup.py
 
 soak: system-deps $(DEVSTAMP) speedups
 	$(PY) -m bench.soak

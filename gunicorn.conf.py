@@ -94,7 +94,9 @@ def when_ready(server):
 def nworkers_changed(server, new_value, old_value):
     """SIGTTIN at run time: stay at one worker without Redis (a split would be silent)."""
     if old_value is not None and _refuse_split_rooms(new_value):
-        server.log.error("wsapp: refusing %d workers: %s", new_value, _refuse_split_rooms(new_value))
+        server.log.error(
+            "wsapp: refusing %d workers: %s", new_value, _refuse_split_rooms(new_value)
+        )
         server._num_workers = old_value
 
 

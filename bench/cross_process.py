@@ -80,7 +80,9 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
 
 
 def pinned(cpu: str, argv: list[str]) -> list[str]:
-    return [TASKSET, "-c", cpu, *argv] if TASKSET and os.cpu_count() and os.cpu_count() > 1 else argv
+    return (
+        [TASKSET, "-c", cpu, *argv] if TASKSET and os.cpu_count() and os.cpu_count() > 1 else argv
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -99,9 +101,20 @@ class Procs:
     def redis(self) -> str:
         port = free_port()
         p = subprocess.Popen(
-            pinned("0", ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-                         "--dir", str(self.tmp)]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            pinned(
+                "0",
+                [
+                    "redis-server",
+                    "--port", str(port),
+                    "--bind", HOST,
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--dir", str(self.tmp),
+                ],
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         wait_port(port, p)
         self.procs["redis"] = p
@@ -114,8 +127,14 @@ class Procs:
             env["WSAPP_REDIS_URL"] = redis_url
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
         p = subprocess.Popen(
-            pinned("0", [sys.executable, "-m", "wsapp", "serve", "--host", HOST, "--port", str(port)]),
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            pinned(
+                "0", [sys.executable, "-m", "wsapp", "serve", "--host", HOST, "--port", str(port)]
+            ),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_port(port, p)
         self.procs[name] = p
@@ -185,8 +204,9 @@ class Member:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
-            f"GET /chat/{room}?name={name} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            f"GET /chat/{room}?name={name} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
         )
         buf = b""
         while b"\r\n\r\n" not in buf:
@@ -321,7 +341,9 @@ def run_setup(label: str, sender_port: int, member_port: int, procs: Procs, args
         "deliveries": fixed_deliveries,
         "p50_ms": percentile(lat, 0.50) * 1000,
         "p99_ms": percentile(lat, 0.99) * 1000,
-        "server_cpu_us_per_delivery": sum(cpu1[k] - cpu0[k] for k in cpu0) / max(1, fixed_deliveries) * 1e6,
+        "server_cpu_us_per_delivery": (
+            sum(cpu1[k] - cpu0[k] for k in cpu0) / max(1, fixed_deliveries) * 1e6
+        ),
         "cpu_by_process_s": {k: round(cpu1[k] - cpu0[k], 3) for k in cpu0},
         "client_cpu_s": round(me1 - me0, 3),
         "elapsed_s": round(fixed_elapsed, 3),
@@ -367,8 +389,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="cross-process fan-out through Redis")
     ap.add_argument("--members", type=int, default=1000)
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per phase")
-    ap.add_argument("--rate", type=float, default=None,
-                    help="messages/s in the fixed phase (default: 10,000 deliveries/s, as bench.run)")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="messages/s in the fixed phase (default: 10,000 deliveries/s, as bench.run)",
+    )
     ap.add_argument("--window", type=int, default=16, help="messages in flight when saturated")
     ap.add_argument("--only", choices=["memory", "redis-single", "cross"], action="append")
     ap.add_argument("--json", action="store_true", help="also print the raw results as JSON")
@@ -402,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
                 url = procs.redis()
                 a = procs.app("A", url)
                 b = procs.app("B", url)
-                results.append(run_setup("cross-process (sender on A, members on B), Redis", a, b, procs, args))
+                results.append(
+                    run_setup("cross-process (sender on A, members on B), Redis", a, b, procs, args)
+                )
         finally:
             procs.stop()
             if os.environ.get("BENCH_KEEP_LOGS"):
@@ -410,20 +438,32 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 shutil.rmtree(tmp, ignore_errors=True)
         r = results[-1]
-        print(f"# {r['setup']}: sat {r['saturated']['deliveries_per_s']:.0f} deliv/s, "
-              f"p50 {r['fixed']['p50_ms']:.2f} ms, p99 {r['fixed']['p99_ms']:.2f} ms, lost {r['lost']}",
-              file=sys.stderr)
+        print(
+            f"# {r['setup']}: sat {r['saturated']['deliveries_per_s']:.0f} deliv/s, "
+            f"p50 {r['fixed']['p50_ms']:.2f} ms, p99 {r['fixed']['p99_ms']:.2f} ms, "
+            f"lost {r['lost']}",
+            file=sys.stderr,
+        )
 
-    print(f"\nFan-out, 1 sender, {args.members} members in one room; fixed phase {args.rate:g} msg/s "
-          f"({args.rate * args.members:,.0f} deliveries/s), saturation with {args.window} messages in flight; "
-          f"{args.duration:g} s per phase. Servers on CPU 0, client on CPU 1.\n")
-    print("| set-up | deliveries/s (saturated) | p50 ms | p99 ms | server CPU us/delivery | CPU s by process (fixed phase) | lost | client CPU share (sat.) |")
+    print(
+        f"\nFan-out, 1 sender, {args.members} members in one room; "
+        f"fixed phase {args.rate:g} msg/s ({args.rate * args.members:,.0f} deliveries/s), "
+        f"saturation with {args.window} messages in flight; "
+        f"{args.duration:g} s per phase. Servers on CPU 0, client on CPU 1.\n"
+    )
+    print(
+        "| set-up | deliveries/s (saturated) | p50 ms | p99 ms | server CPU us/delivery "
+        "| CPU s by process (fixed phase) | lost | client CPU share (sat.) |"
+    )
     print("|---|---:|---:|---:|---:|---|---:|---:|")
     for r in results:
         f, s = r["fixed"], r["saturated"]
         by = ", ".join(f"{k} {v:.2f}" for k, v in f["cpu_by_process_s"].items())
-        print(f"| {r['setup']} | {s['deliveries_per_s']:,.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | "
-              f"{f['server_cpu_us_per_delivery']:.1f} | {by} | {r['lost']} | {s['client_cpu_share']:.2f} |")
+        print(
+            f"| {r['setup']} | {s['deliveries_per_s']:,.0f} | {f['p50_ms']:.2f} "
+            f"| {f['p99_ms']:.2f} | {f['server_cpu_us_per_delivery']:.1f} | {by} | {r['lost']} "
+            f"| {s['client_cpu_share']:.2f} |"
+        )
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

@@ -33,10 +33,21 @@ def one(kind: str, members: int, rate: float, duration: float, log_dir: Path,
     nofile = procs.raise_nofile(members * 2 + 1000)
     with procs.running(kind, log_dir, nofile, extra_env) as server:
         room = f"rate-{kind}-{int(time.time() * 1000) % 10**9}"
-        result = loadgen.run("fanout", [
-            "--port", str(server.port), "--path", f"/chat/{room}?name=", "--members", str(members),
-            "--rate", str(rate), "--duration", str(duration), "--sat-duration", "1", "--window", "16",
-            "--settle-max", "30", "--timeout", "90"], server.pids())
+        result = loadgen.run(
+            "fanout",
+            [
+                "--port", str(server.port),
+                "--path", f"/chat/{room}?name=",
+                "--members", str(members),
+                "--rate", str(rate),
+                "--duration", str(duration),
+                "--sat-duration", "1",
+                "--window", "16",
+                "--settle-max", "30",
+                "--timeout", "90",
+            ],
+            server.pids(),
+        )
     fixed = result["fixed"]
     return {k: fixed[k] for k in KEYS} | {"duplicates": result.get("duplicates", 0)}
 
@@ -44,10 +55,14 @@ def one(kind: str, members: int, rate: float, duration: float, log_dir: Path,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=20.0, help="messages per second from the sender")
+    parser.add_argument(
+        "--rate", type=float, default=20.0, help="messages per second from the sender"
+    )
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--servers", default="stock,wsapp", help=f"comma-separated, from {', '.join(SERVERS)}")
+    parser.add_argument(
+        "--servers", default="stock,wsapp", help=f"comma-separated, from {', '.join(SERVERS)}"
+    )
     args = parser.parse_args()
     names = args.servers.split(",")
     unknown = [n for n in names if n not in SERVERS]
@@ -55,8 +70,13 @@ def main() -> None:
         parser.error(f"unknown server {unknown[0]!r} (known: {', '.join(SERVERS)})")
     loadgen.build()
     log_dir = Path(tempfile.mkdtemp(prefix="wsapp-fanout-rate-"))
-    print(f"fan-out to {args.members} members at {args.rate:g} msg/s, {args.duration:g} s per run\n")
-    print("| server | run | deliveries/s | p50 ms | p99 ms | max ms | CPU us/delivery | lost | duplicates |")
+    print(
+        f"fan-out to {args.members} members at {args.rate:g} msg/s, {args.duration:g} s per run\n"
+    )
+    print(
+        "| server | run | deliveries/s | p50 ms | p99 ms | max ms | CPU us/delivery "
+        "| lost | duplicates |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     cpu: dict[str, list[float]] = {n: [] for n in names}
     for attempt in range(1, args.repeat + 1):
@@ -64,16 +84,24 @@ def main() -> None:
             kind, env = SERVERS[name]
             r = one(kind, args.members, args.rate, args.duration, log_dir, env)
             cpu[name].append(r["cpu_us_per_delivery"])
-            print(f"| {name} | {attempt} | {r['deliveries_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                  f"{r['max_ms']:.2f} | {r['cpu_us_per_delivery']:.1f} | {r['lost']} | {r['duplicates']} |", flush=True)
+            print(
+                f"| {name} | {attempt} | {r['deliveries_per_s']:,.0f} | {r['p50_ms']:.2f} "
+                f"| {r['p99_ms']:.2f} | {r['max_ms']:.2f} | {r['cpu_us_per_delivery']:.1f} "
+                f"| {r['lost']} | {r['duplicates']} |",
+                flush=True,
+            )
     print("\n| server | median CPU us/delivery | range | median ratio to stock (per repeat) |")
     print("|---|---:|---|---:|")
     for name in names:
         xs = cpu[name]
         ratio = ""
         if "stock" in cpu and name != "stock":
-            ratio = f"{statistics.median(x / s for x, s in zip(xs, cpu['stock'], strict=True)):.2f}x"
-        print(f"| {name} | {statistics.median(xs):.1f} | {min(xs):.1f} to {max(xs):.1f} | {ratio} |")
+            ratio = (
+                f"{statistics.median(x / s for x, s in zip(xs, cpu['stock'], strict=True)):.2f}x"
+            )
+        print(
+            f"| {name} | {statistics.median(xs):.1f} | {min(xs):.1f} to {max(xs):.1f} | {ratio} |"
+        )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sockets", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--nodelay", action="store_true", help="set TCP_NODELAY on the writer's sockets")
+    parser.add_argument(
+        "--nodelay", action="store_true", help="set TCP_NODELAY on the writer's sockets"
+    )
     args = parser.parse_args()
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -60,7 +62,8 @@ def main() -> None:
             conn.send(FRAME)
         time.sleep(0.05)  # like a chat room: separate messages, nothing to coalesce
     cpu = time.process_time() - cpu
-    print(f"{args.sockets} sockets x {args.rounds} rounds: {cpu / (args.sockets * args.rounds) * 1e6:.2f} us CPU per send()")
+    per_send_us = cpu / (args.sockets * args.rounds) * 1e6
+    print(f"{args.sockets} sockets x {args.rounds} rounds: {per_send_us:.2f} us CPU per send()")
     os.waitpid(child, 0)
 
 

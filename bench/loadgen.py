@@ -40,7 +40,17 @@ def build() -> Path:
 
 def run(mode: str, args: list[str], server_pids: list[int], timeout: float = 180) -> dict:
     """Run one load generator job; raise with its stderr if it fails or prints no JSON."""
-    argv = [*PRIORITY, "taskset", "-c", CLIENT_CPU, str(BINARY), mode, *args, "--pids", ",".join(map(str, server_pids))]
+    argv = [
+        *PRIORITY,
+        "taskset",
+        "-c",
+        CLIENT_CPU,
+        str(BINARY),
+        mode,
+        *args,
+        "--pids",
+        ",".join(map(str, server_pids)),
+    ]
     procs0, before, t0 = process_cpu(), cpu_times(), time.monotonic()
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
         try:
@@ -53,7 +63,9 @@ def run(mode: str, args: list[str], server_pids: list[int], timeout: float = 180
     ours = {os.getpid(), child.pid, *server_pids}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        raise RuntimeError(f"loadgen {mode} failed ({proc.returncode}): {proc.stderr.strip()[:500]}")
+        raise RuntimeError(
+            f"loadgen {mode} failed ({proc.returncode}): {proc.stderr.strip()[:500]}"
+        )
     result = json.loads(lines[-1])
     result["command"] = shlex.join(["loadgen", mode, *args])
     result["wall_s"] = round(wall, 3)

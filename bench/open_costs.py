@@ -30,18 +30,24 @@ if sys.argv[1] == "lean":
     logging.logThreads = False; logging.logMultiprocessing = False; logging._srcfile = None
 log = logging.getLogger("bench"); log.setLevel("INFO"); log.propagate = False
 handler = logging.StreamHandler(open("/dev/null", "w"))
-handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"))
+fmt = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+handler.setFormatter(logging.Formatter(fmt))
 log.addHandler(handler)
-def line(i): log.info("ws open conn=%s path=%s peer=%s origin=%s", i, "/echo", "127.0.0.1:5555", "-")
+def line(i):
+    log.info("ws open conn=%s path=%s peer=%s origin=%s", i, "/echo", "127.0.0.1:5555", "-")
 def nothing(i): pass
 def run(fn, n=20000):
-    t = time.perf_counter(); gevent.joinall([gevent.spawn(fn, i) for i in range(n)]); return time.perf_counter() - t
+    t = time.perf_counter()
+    gevent.joinall([gevent.spawn(fn, i) for i in range(n)])
+    return time.perf_counter() - t
 print((run(line) - run(nothing)) / 20000 * 1e6)
 """
 
 
 def log_line_us(mode: str) -> float:
-    out = subprocess.run([sys.executable, "-c", LOG_LINE, mode], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", LOG_LINE, mode], capture_output=True, text=True, check=True
+    )
     return float(out.stdout)
 
 
@@ -54,9 +60,14 @@ def main() -> None:
     from wsapp.protocol.request_head import parse_header_lines
 
     n = 20000
-    email = min(timeit.repeat(lambda: pywsgi.headers_factory(BytesIO(b"".join(HEAD))), number=n, repeat=3)) / n
+    email = min(
+        timeit.repeat(lambda: pywsgi.headers_factory(BytesIO(b"".join(HEAD))), number=n, repeat=3)
+    ) / n
     ours = min(timeit.repeat(lambda: parse_header_lines(HEAD), number=n, repeat=3)) / n
-    print(f"7-line handshake head: pywsgi/email {email * 1e6:.1f} us, request_head {ours * 1e6:.1f} us")
+    print(
+        f"7-line handshake head: pywsgi/email {email * 1e6:.1f} us, "
+        f"request_head {ours * 1e6:.1f} us"
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ def main(port: int) -> None:
                 key.fileobj.send(FRAME * n)
     elapsed = time.monotonic() - t0
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(f"python client: {done / elapsed:.0f} msg/s, cpu {(ru.ru_utime + ru.ru_stime) / elapsed:.0%}")
+    cpu_share = (ru.ru_utime + ru.ru_stime) / elapsed
+    print(f"python client: {done / elapsed:.0f} msg/s, cpu {cpu_share:.0%}")
     for s in socks:
         s.close()
 

@@ -39,7 +39,9 @@ def _echo_metrics() -> list[Metric]:
                lambda r: f"{r['min_per_conn']} / {r['max_per_conn']}", None),
     ]
     for case in ("64 KiB text", "64 KiB binary", "1 MiB text", "1 MiB binary", "16 MiB binary"):
-        ms.append(Metric("large_echo", case, "MB/s (payload, one way)", lambda r: r["mb_per_s"], True))
+        ms.append(
+            Metric("large_echo", case, "MB/s (payload, one way)", lambda r: r["mb_per_s"], True)
+        )
         ms.append(Metric("large_echo", case, "seconds per echo", lambda r: r["s_per_msg"], False))
     return ms
 
@@ -48,16 +50,49 @@ def _fanout_metrics() -> list[Metric]:
     ms = []
     for case in ("100 members", "1000 members"):
         ms += [
-            Metric("fanout", case, "deliveries/s (saturated)", lambda r: r["saturated"]["deliveries_per_s"], True),
-            Metric("fanout", case, "deliveries/s achieved at 10k/s offered",
-                   lambda r: r["fixed"]["deliveries_per_s"], True),
-            Metric("fanout", case, "publish-to-delivery p50 (ms) at 10k/s", lambda r: r["fixed"]["p50_ms"], False),
-            Metric("fanout", case, "publish-to-delivery p99 (ms) at 10k/s", lambda r: r["fixed"]["p99_ms"], False),
-            Metric("fanout", case, "server CPU us per delivery at 10k/s",
-                   lambda r: r["fixed"]["cpu_us_per_delivery"], False),
+            Metric(
+                "fanout",
+                case,
+                "deliveries/s (saturated)",
+                lambda r: r["saturated"]["deliveries_per_s"],
+                True,
+            ),
+            Metric(
+                "fanout",
+                case,
+                "deliveries/s achieved at 10k/s offered",
+                lambda r: r["fixed"]["deliveries_per_s"],
+                True,
+            ),
+            Metric(
+                "fanout",
+                case,
+                "publish-to-delivery p50 (ms) at 10k/s",
+                lambda r: r["fixed"]["p50_ms"],
+                False,
+            ),
+            Metric(
+                "fanout",
+                case,
+                "publish-to-delivery p99 (ms) at 10k/s",
+                lambda r: r["fixed"]["p99_ms"],
+                False,
+            ),
+            Metric(
+                "fanout",
+                case,
+                "server CPU us per delivery at 10k/s",
+                lambda r: r["fixed"]["cpu_us_per_delivery"],
+                False,
+            ),
             Metric("fanout", case, "p99 (ms) saturated", lambda r: r["saturated"]["p99_ms"], False),
-            Metric("fanout", case, "lost / duplicates",
-                   lambda r: f"{r['fixed']['lost'] + r['saturated']['lost']} / {r['duplicates']}", None),
+            Metric(
+                "fanout",
+                case,
+                "lost / duplicates",
+                lambda r: f"{r['fixed']['lost'] + r['saturated']['lost']} / {r['duplicates']}",
+                None,
+            ),
         ]
     return ms
 
@@ -104,7 +139,11 @@ METRICS = _echo_metrics() + _fanout_metrics() + _idle_metrics()
 
 def _find(rows: list[dict], scenario: str, case_prefix: str, server: str) -> dict | None:
     for row in rows:
-        if row["scenario"] == scenario and row["case"].startswith(case_prefix) and row["server"] == server:
+        if (
+            row["scenario"] == scenario
+            and row["case"].startswith(case_prefix)
+            and row["server"] == server
+        ):
             return row
     return None
 
@@ -156,14 +195,22 @@ def _ratio(a: float | str | None, b: float | str | None) -> str:
 def table(rows: list[dict]) -> str:
     present = [k for k, _ in SERVER_COLUMNS if any(r["server"] == k for r in rows)]
     heads = [title for k, title in SERVER_COLUMNS if k in present]
-    out = ["| scenario | case | metric | better | " + " | ".join(heads) + " | wsapp/stock | wsapp/ceiling |",
-           "|---|---|---|---|" + "---:|" * (len(heads) + 2)]
+    out = [
+        "| scenario | case | metric | better | "
+        + " | ".join(heads)
+        + " | wsapp/stock | wsapp/ceiling |",
+        "|---|---|---|---|" + "---:|" * (len(heads) + 2),
+    ]
     for metric in METRICS:
         for case in _cases(rows, metric):
             vals = {k: _value(_find(rows, metric.scenario, case, k), metric) for k in present}
             if all(v is None for v in vals.values()):
                 continue
-            better = "" if metric.higher_is_better is None else ("higher" if metric.higher_is_better else "lower")
+            better = (
+                ""
+                if metric.higher_is_better is None
+                else ("higher" if metric.higher_is_better else "lower")
+            )
             cells = [_fmt(vals[k]) for k in present]
             ratios = ["", ""]
             if metric.higher_is_better is not None:  # e.g. a settle time: no better side, no ratio
@@ -193,8 +240,11 @@ def client_table(rows: list[dict]) -> str:
             sat = r["saturated"]
             rate, util = f"{sat['deliveries_per_s']:,.0f} deliv/s", r["client_cpu_util_sat"]
             server = sat["server_cpu_s"] / sat["elapsed_s"] if sat["elapsed_s"] else 0.0
-        out.append(f"| {row['scenario']} | {row['case']} | {row['server']} | {rate} | {server:.0%} | {util:.0%} | "
-                   f"{r['cpu0_busy']:.0%} | {r['cpu1_busy']:.0%} | {foreign_share(r):.0%} |")
+        out.append(
+            f"| {row['scenario']} | {row['case']} | {row['server']} | {rate} | {server:.0%} "
+            f"| {util:.0%} | {r['cpu0_busy']:.0%} | {r['cpu1_busy']:.0%} "
+            f"| {foreign_share(r):.0%} |"
+        )
     return "\n".join(out)
 
 
@@ -209,9 +259,12 @@ def contention_note(rows: list[dict], threshold: float = 0.05) -> str:
     busy = [s for s in shares if s > threshold]
     if not busy:
         return ""
-    return (f"**Shared machine:** during {len(busy)} of the {len(shares)} reported runs other processes "
-            f"used more than {threshold:.0%} of a core (median {shares[len(shares) // 2]:.0%}, "
-            f"worst {shares[-1]:.0%}; per run in the last column below). Those figures are noisier.")
+    return (
+        f"**Shared machine:** during {len(busy)} of the {len(shares)} reported runs "
+        f"other processes used more than {threshold:.0%} of a core "
+        f"(median {shares[len(shares) // 2]:.0%}, worst {shares[-1]:.0%}; "
+        "per run in the last column below). Those figures are noisier."
+    )
 
 
 def chart(rows: list[dict], path: Path) -> bool:
@@ -224,11 +277,32 @@ def chart(rows: list[dict], path: Path) -> bool:
     except ImportError:
         return False
     panels = [
-        ("Small echo, 50 conns x 16 in flight", "messages/s", [m for m in METRICS if m.scenario == "small_echo"
-                                                              and m.label == "messages/s" and m.case_prefix.endswith("conns")]),
-        ("Large echo", "MB/s", [m for m in METRICS if m.scenario == "large_echo" and m.label.startswith("MB/s")]),
-        ("Fan-out, saturated", "deliveries/s", [m for m in METRICS if m.label == "deliveries/s (saturated)"]),
-        ("Idle connections", "server RSS KiB per connection", [m for m in METRICS if m.label.startswith("server RSS")]),
+        (
+            "Small echo, 50 conns x 16 in flight",
+            "messages/s",
+            [
+                m
+                for m in METRICS
+                if m.scenario == "small_echo"
+                and m.label == "messages/s"
+                and m.case_prefix.endswith("conns")
+            ],
+        ),
+        (
+            "Large echo",
+            "MB/s",
+            [m for m in METRICS if m.scenario == "large_echo" and m.label.startswith("MB/s")],
+        ),
+        (
+            "Fan-out, saturated",
+            "deliveries/s",
+            [m for m in METRICS if m.label == "deliveries/s (saturated)"],
+        ),
+        (
+            "Idle connections",
+            "server RSS KiB per connection",
+            [m for m in METRICS if m.label.startswith("server RSS")],
+        ),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
     for ax, (title, ylabel, metrics) in zip(axes.flat, panels, strict=True):
@@ -250,7 +324,8 @@ def chart(rows: list[dict], path: Path) -> bool:
         ax.set_xticklabels([case for case, _ in groups], rotation=15, fontsize=8)
         ax.set_title(title)
         ax.set_ylabel(ylabel)
-        if title.startswith(("Small", "Large")):  # stock is 5x to 100x below: log scale
+        # stock's bars are orders of magnitude below the others': log scale
+        if title.startswith(("Small", "Large")):
             ax.set_yscale("log")
         ax.legend(fontsize=8)
     fig.tight_layout()

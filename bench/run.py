@@ -53,14 +53,31 @@ def git_state() -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="short windows, fewer connections (about 1 minute)")
-    p.add_argument("--only", action="append", choices=sorted(SCENARIOS), metavar="SCENARIO",
-                   help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}")
-    p.add_argument("--repeat", type=int, help="attempts per case, least disturbed kept (default 2, quick 1)")
+    p.add_argument(
+        "--quick", action="store_true", help="short windows, fewer connections (about 1 minute)"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(SCENARIOS),
+        metavar="SCENARIO",
+        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}",
+    )
+    p.add_argument(
+        "--repeat", type=int, help="attempts per case, least disturbed kept (default 2, quick 1)"
+    )
     p.add_argument("--servers", default=",".join(KINDS), help=f"comma list from {','.join(KINDS)}")
-    p.add_argument("--write-docs", action="store_true", help="update docs/performance.md even for a partial run")
-    p.add_argument("--report-only", metavar="JSON", type=Path,
-                   help="measure nothing: rewrite docs/performance.md and the chart from a saved run")
+    p.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="update docs/performance.md even for a partial run",
+    )
+    p.add_argument(
+        "--report-only",
+        metavar="JSON",
+        type=Path,
+        help="measure nothing: rewrite docs/performance.md and the chart from a saved run",
+    )
     p.add_argument("--no-docs", action="store_true", help="never touch docs/performance.md")
     return p.parse_args(argv)
 
@@ -72,11 +89,13 @@ def generated_block(meta: dict, rows: list[dict], chart_ok: bool, json_name: str
         "## Latest measured run",
         f"- Command: `{meta['command']}` (took {meta['elapsed_s']:.0f} s)",
         f"- Date: {meta['date']}; code: {meta.get('code', 'not recorded')}",
-        f"- CPU: {meta['cpu_model']}, {meta['cpus']} cores; servers pinned to CPU 0, load generator to CPU 1",
+        f"- CPU: {meta['cpu_model']}, {meta['cpus']} cores; servers pinned to CPU 0, "
+        "load generator to CPU 1",
         f"- Software: {vers}",
-        f"- wsapp servers ran with `{env}` (abuse limits off, 16 MiB messages allowed), all else default",
-        f"- Each case ran {meta['repeat']} time(s) on a fresh server; the attempt least disturbed by "
-        "other processes is shown",
+        f"- wsapp servers ran with `{env}` (abuse limits off, 16 MiB messages allowed), "
+        "all else default",
+        f"- Each case ran {meta['repeat']} time(s) on a fresh server; "
+        "the attempt least disturbed by other processes is shown",
         f"- Raw results: `bench/results/{json_name}` (gitignored)",
         "",
         report.table(rows),
@@ -96,7 +115,9 @@ def generated_block(meta: dict, rows: list[dict], chart_ok: bool, json_name: str
 def write_docs(meta: dict, rows: list[dict], json_name: str) -> None:
     chart_ok = report.chart(rows, CHART)
     report.write_doc(DOC, generated_block(meta, rows, chart_ok, json_name))
-    print(f"updated {DOC.relative_to(ROOT)}" + (f" and {CHART.relative_to(ROOT)}" if chart_ok else ""))
+    print(
+        f"updated {DOC.relative_to(ROOT)}" + (f" and {CHART.relative_to(ROOT)}" if chart_ok else "")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,11 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}", flush=True)
         rows += SCENARIOS[name](cfg)
     meta = {
-        "command": shlex.join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join(
+            ["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed_s": time.monotonic() - t0,
         "cpu_model": cpu_model(),
-        "code": code_before if code_before == git_state() else f"{code_before}, changed during the run",
+        "code": (
+            code_before if code_before == git_state() else f"{code_before}, changed during the run"
+        ),
         "cpus": os.cpu_count(),
         "versions": versions(),
         "quick": args.quick,

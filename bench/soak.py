@@ -88,7 +88,8 @@ class Soak:
     churn: bool = True
     sending: bool = True
     running: bool = True
-    published: dict[str, set[str]] = field(default_factory=dict)  # room -> ids (acks and deliveries)
+    # room -> ids (acks and deliveries)
+    published: dict[str, set[str]] = field(default_factory=dict)
     deliveries: int = 0
     last_delivery: float = 0.0
 
@@ -172,7 +173,9 @@ class Soak:
                 elif self.sending and now >= c.next_send:
                     c.sent += 1
                     c.next_send = now + rng.uniform(*SEND_EVERY)
-                    text = json.dumps({"type": "message", "text": f"c{c.n} #{c.sent}", "ref": str(c.sent)})
+                    text = json.dumps(
+                        {"type": "message", "text": f"c{c.n} #{c.sent}", "ref": str(c.sent)}
+                    )
                     asyncio.create_task(self._send(ws, text))  # noqa: RUF006
             await asyncio.sleep(0.1)
 
@@ -208,7 +211,8 @@ async def run_round(args: argparse.Namespace, port: int, pid: int, number: int) 
     """One round: everyone joins, traffic with churn, drain, check, everyone leaves."""
     t0 = time.monotonic()
     clients = [
-        Client(n, f"soak-{n % args.rooms}", f"127.0.1.{1 + n // PER_SOURCE}") for n in range(args.clients)
+        Client(n, f"soak-{n % args.rooms}", f"127.0.1.{1 + n // PER_SOURCE}")
+        for n in range(args.clients)
     ]
     soak = Soak(port, clients)
     soak.churn = False
@@ -232,7 +236,11 @@ async def run_round(args: argparse.Namespace, port: int, pid: int, number: int) 
         await asyncio.gather(*starters)
         connect_s = time.monotonic() - t0
         rss["all_connected"] = rss_kib(pid)
-        print(f"round {number}: {args.clients} clients connected in {connect_s:.1f}s; server RSS {rss['all_connected'] / 1024:.1f} MiB", flush=True)
+        print(
+            f"round {number}: {args.clients} clients connected in {connect_s:.1f}s; "
+            f"server RSS {rss['all_connected'] / 1024:.1f} MiB",
+            flush=True,
+        )
 
         # 2. traffic with churn
         started = time.monotonic()
@@ -242,9 +250,11 @@ async def run_round(args: argparse.Namespace, port: int, pid: int, number: int) 
         while time.monotonic() - started < args.duration:
             await asyncio.sleep(5)
             print(
-                f"  t={time.monotonic() - started:4.0f}s online={sum(c.connected for c in clients)} "
+                f"  t={time.monotonic() - started:4.0f}s "
+                f"online={sum(c.connected for c in clients)} "
                 f"sent={sum(c.sent for c in clients)} delivered={soak.deliveries} "
-                f"reconnects={sum(c.connects for c in clients) - len(clients)} rss={rss_kib(pid) / 1024:.1f} MiB",
+                f"reconnects={sum(c.connects for c in clients) - len(clients)} "
+                f"rss={rss_kib(pid) / 1024:.1f} MiB",
                 flush=True,
             )
 
@@ -316,7 +326,7 @@ async def main_async(args: argparse.Namespace) -> dict:
             rounds.append(await run_round(args, port, pid, number))
         rss["final_immediate"] = rss_kib(pid)
         # The server's housekeeping returns freed memory to the OS within about 10 s of a
-        # wave of disconnects (wsapp.protocol.runtime); "final" is read after it ran.
+        # wave of disconnects (wsapp.engine.housekeeping); "final" is read after it ran.
         await asyncio.sleep(12)
         rss["final"] = rss_kib(pid)
     finally:
@@ -326,7 +336,11 @@ async def main_async(args: argparse.Namespace) -> dict:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-    totals = {k: sum(r[k] for r in rounds) for k in rounds[0] if isinstance(rounds[0][k], int) and k != "round"}
+    totals = {
+        k: sum(r[k] for r in rounds)
+        for k in rounds[0]
+        if isinstance(rounds[0][k], int) and k != "round"
+    }
     return {
         "command": "python -m bench.soak " + " ".join(sys.argv[1:]),
         "clients": args.clients,
@@ -340,30 +354,40 @@ async def main_async(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--rooms", type=int, default=50)
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds of traffic with churn per round")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds on the same server (RSS must not ratchet up)")
+    parser.add_argument(
+        "--duration", type=float, default=20.0, help="seconds of traffic with churn per round"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="rounds on the same server (RSS must not ratchet up)"
+    )
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, args.clients * 2 + 1000)), hard))
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (max(soft, min(hard, args.clients * 2 + 1000)), hard)
+    )
     result = asyncio.run(main_async(args))
     print()
     for r in result["rounds"]:
         rr = r["rss_kib"]
         print(
-            f"round {r['round']}: sent {r['sent']}  published {r['published']}  delivered {r['delivered']} "
-            f"of {r['expected_deliveries']}  lost {r['lost']}  duplicates {r['duplicates']}  "
+            f"round {r['round']}: sent {r['sent']}  published {r['published']}  "
+            f"delivered {r['delivered']} of {r['expected_deliveries']}  "
+            f"lost {r['lost']}  duplicates {r['duplicates']}  "
             f"reconnects {r['reconnects']} (clean {r['drops_clean']}, aborted {r['drops_abort']})  "
             f"not recovered {r['resumes_not_recovered']}  client errors {r['client_errors']}  "
-            f"RSS MiB connected {rr['all_connected'] / 1024:.1f} / end {rr['end_connected'] / 1024:.1f} "
-            f"/ after leave {rr['after_leave'] / 1024:.1f}"
+            f"RSS MiB connected {rr['all_connected'] / 1024:.1f} "
+            f"/ end {rr['end_connected'] / 1024:.1f} / after leave {rr['after_leave'] / 1024:.1f}"
         )
     rss = result["rss_kib"]
     print(
         f"server RSS MiB: start {rss['start'] / 1024:.1f}  peak {rss['peak'] / 1024:.1f}  "
-        f"right after the last round {rss['final_immediate'] / 1024:.1f}  final (12 s later) {rss['final'] / 1024:.1f}"
+        f"right after the last round {rss['final_immediate'] / 1024:.1f}  "
+        f"final (12 s later) {rss['final'] / 1024:.1f}"
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "soak.json").write_text(json.dumps(result, indent=2) + "\n")

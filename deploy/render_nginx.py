@@ -2,8 +2,8 @@
 """Render deploy/nginx.conf for other ports and backends, or as a standalone test nginx.
 
     # the site file with your backends (stdout)
-    python3 deploy/render_nginx.py --listen 80 --upstream 127.0.0.1:8001 --upstream 127.0.0.1:8002 \\
-        --static-root /srv/wsapp/static
+    python3 deploy/render_nginx.py --listen 80 \\
+        --upstream 127.0.0.1:8001 --upstream 127.0.0.1:8002 --static-root /srv/wsapp/static
 
     # a complete nginx.conf that runs unprivileged from a temporary prefix DIR:
     python3 deploy/render_nginx.py --listen 127.0.0.1:18080 --upstream 127.0.0.1:18001 \\
@@ -92,11 +92,19 @@ http {{
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--upstream", action="append", required=True, help="HOST:PORT of one app process (repeat)")
+    ap.add_argument(
+        "--upstream", action="append", required=True, help="HOST:PORT of one app process (repeat)"
+    )
     ap.add_argument("--listen", help="nginx listen directive value, e.g. 80 or 127.0.0.1:8080")
-    ap.add_argument("--static-root", default=None, help=f"directory served at /assets/ (default in file; repo: {STATIC})")
+    ap.add_argument(
+        "--static-root",
+        default=None,
+        help=f"directory served at /assets/ (default in file; repo: {STATIC})",
+    )
     ap.add_argument("--server-name")
-    ap.add_argument("--standalone", metavar="DIR", help="print a full nginx.conf for `nginx -p DIR/`")
+    ap.add_argument(
+        "--standalone", metavar="DIR", help="print a full nginx.conf for `nginx -p DIR/`"
+    )
     args = ap.parse_args(argv)
     for up in args.upstream:
         if not re.fullmatch(r"[\w.\-\[\]:]+:\d+|unix:/\S+", up):

@@ -17,7 +17,10 @@ from tests.support.servers import running_server
 def test_burst_much_larger_than_the_send_queue_is_echoed_not_dropped():
     """3000 frames in one write with a 4 KiB send queue: a client that reads is never "too slow"
     (the reader's own replies wait for the peer instead: TCP backpressure)."""
-    with running_server("serve", env={"WSAPP_SEND_QUEUE_BYTES": "4096"}) as srv, RawWS.connect(srv.url("/echo"), timeout=10) as ws:
+    with (
+        running_server("serve", env={"WSAPP_SEND_QUEUE_BYTES": "4096"}) as srv,
+        RawWS.connect(srv.url("/echo"), timeout=10) as ws,
+    ):
         total = 3000
         burst = b"".join(encode_frame(Op.TEXT, f"m{i}".encode()) for i in range(total))
         received: list[str] = []
@@ -47,6 +50,7 @@ def test_idle_background_connections_hold_no_request_objects():
     from gevent.pywsgi import WSGIServer
 
     from wsapp import create_app
+    from wsapp.app_state import get_state
     from wsapp.engine import registry as runtime
     from wsapp.protocol.handler import WsappHandler
     from wsapp.settings import Settings
@@ -109,7 +113,7 @@ def test_idle_background_connections_hold_no_request_objects():
         # Everything the sockets held is given back, whichever way they ended.
         assert rt.count() == 0
         assert rt.admitted == 0 and not rt.per_ip
-        assert app.extensions["wsapp"].hub.local_rooms() == {}
+        assert get_state(app).hub.local_rooms() == {}
     finally:
         done.set()
         server.stop(timeout=1)
@@ -243,10 +247,14 @@ def test_broadcast_to_many_members_each_gets_each_frame_once_in_order(send_impl)
         send_to_all(members, first)
         fanout._in_burst = False
         send_to_all(members, second)
-        assert all(ws.queued() == 0 for ws in members), "a ready member was queued instead of written"
+        assert all(ws.queued() == 0 for ws in members), (
+            "a ready member was queued instead of written"
+        )
         for peer in peers:
             assert _read_exactly(peer, len(first) + len(second)) == first + second
-        assert {(ws.messages_out, ws.bytes_out) for ws in members} == {(2, len(first) + len(second))}
+        assert {(ws.messages_out, ws.bytes_out) for ws in members} == {
+            (2, len(first) + len(second))
+        }
     finally:
         _close_all(members, peers)
 

@@ -80,7 +80,9 @@ def test_upgrade_to_a_path_without_websocket_route_is_refused_not_upgraded(serve
 def test_message_sent_together_with_close_is_still_echoed(server):
     """Text and close in one write: the echo goes out before the close reply."""
     with RawWS.connect(server.url("/echo")) as ws:
-        ws.send_raw(encode_frame(Op.TEXT, b"last words") + encode_frame(Op.CLOSE, close_payload(1000)))
+        ws.send_raw(
+            encode_frame(Op.TEXT, b"last words") + encode_frame(Op.CLOSE, close_payload(1000))
+        )
         ws.close_sent = True
         assert ws.recv_message() == (Op.TEXT, b"last words")
         assert ws.expect_close(1000) == (1000, "")
@@ -90,7 +92,11 @@ def test_frames_sent_with_the_handshake_are_not_lost(server):
     """Frames in the same write as the upgrade request sit in the request's read buffer when
     the socket leaves the request for its own greenlet: they are carried over, in order."""
     big = os.urandom(3000)  # larger than the handler's 1 KiB read buffer
-    early = encode_frame(Op.TEXT, b"first") + encode_frame(Op.BINARY, big) + encode_frame(Op.TEXT, b"third")
+    early = (
+        encode_frame(Op.TEXT, b"first")
+        + encode_frame(Op.BINARY, big)
+        + encode_frame(Op.TEXT, b"third")
+    )
     with RawWS.connect(server.url("/echo"), early_data=early) as ws:
         assert ws.recv_message() == (Op.TEXT, b"first")
         assert ws.recv_message() == (Op.BINARY, big)

@@ -13,7 +13,9 @@ from wsapp.settings import Settings, SettingsError, settings_table
 
 def test_defaults_without_environment():
     s = Settings.from_env({})
-    assert (s.host, s.port, s.max_message_bytes, s.send_queue_bytes, s.history) == ("127.0.0.1", 8000, 1 << 20, 1 << 20, 100)
+    assert (s.host, s.port, s.max_message_bytes, s.send_queue_bytes, s.history) == (
+        "127.0.0.1", 8000, 1 << 20, 1 << 20, 100,
+    )
 
 
 @pytest.mark.parametrize(
@@ -43,7 +45,8 @@ def test_unknown_wsapp_variable_is_an_error():
 def test_several_workers_need_redis():
     with pytest.raises(SettingsError, match="WSAPP_REDIS_URL"):
         Settings.from_env({"WSAPP_WORKERS": "2"})
-    assert Settings.from_env({"WSAPP_WORKERS": "2", "WSAPP_REDIS_URL": "redis://127.0.0.1:6379/0"}).workers == 2
+    env = {"WSAPP_WORKERS": "2", "WSAPP_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    assert Settings.from_env(env).workers == 2
 
 
 def test_token_requirement_needs_secret():
@@ -70,7 +73,8 @@ def test_bad_setting_stops_the_server_with_a_clear_message(mode):
     if mode == "serve":
         cmd = [sys.executable, "-m", "wsapp", "serve", "--port", str(port)]
     else:
-        cmd = [str(ROOT / ".venv/bin/gunicorn"), "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "wsgi:app"]
+        gunicorn = str(ROOT / ".venv/bin/gunicorn")
+        cmd = [gunicorn, "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "wsgi:app"]
         cmd[0] = str(__import__("pathlib").Path(sys.executable).with_name("gunicorn"))
     env = {"PATH": "/usr/bin:/bin", "WSAPP_MAX_MESSAGE_BYTES": "lots"}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)

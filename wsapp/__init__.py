@@ -14,7 +14,9 @@ from wsapp.engine.errors import ConnectionClosed
 from wsapp.logconfig import configure_logging
 from wsapp.settings import Settings
 
-__all__ = ["ConnectionClosed", "Settings", "__version__", "configure_logging", "create_app", "serve"]
+__all__ = [
+    "ConnectionClosed", "Settings", "__version__", "configure_logging", "create_app", "serve",
+]
 
 #: The package version (pyproject.toml reads it from here).
 __version__ = "0.1.0"

@@ -27,6 +27,8 @@ def configure_logging(settings: Settings) -> None:
     logger.setLevel(settings.log_level)
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+        )
         logger.addHandler(handler)
         logger.propagate = False

@@ -19,6 +19,7 @@ import re
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
 from wsapp.assets import STATIC_DIR, TEMPLATES_DIR
+from wsapp.chat.events import ROOM_RE  # the chat socket route's rule, so page and socket agree
 
 bp = Blueprint(
     "pages",
@@ -28,8 +29,6 @@ bp = Blueprint(
     static_url_path="/assets",
 )
 
-# Same rule as the chat socket route (issue 3): 1 to 64 of A-Z a-z 0-9 _ - .
-ROOM_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # A Host header we are willing to echo into the CSP (anything else falls back to 'self').
 _HOST_RE = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 DEFAULT_ROOMS = ("lobby", "random", "help")

@@ -18,7 +18,11 @@ class TokenBucket:
     __slots__ = ("rate", "burst", "tokens", "stamp", "clock")
 
     def __init__(
-        self, rate: float, burst: float, now: float | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: float,
+        now: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")

@@ -64,7 +64,9 @@ def _origins(raw: str) -> tuple[str, ...]:
     items = tuple(item.strip().rstrip("/") for item in raw.split(",") if item.strip())
     for item in items:
         if item != "*" and "://" not in item:
-            raise ValueError(f"each origin must look like https://host[:port] or be '*', got {item!r}")
+            raise ValueError(
+                f"each origin must look like https://host[:port] or be '*', got {item!r}"
+            )
     return items
 
 
@@ -104,15 +106,54 @@ class Settings:
 
     host: str = _setting("127.0.0.1", _str, "Address `python -m wsapp serve` listens on.")
     port: int = _setting(8000, _int(1, 65535), "Port `python -m wsapp serve` listens on.")
-    bind: str = _setting("", _str, "gunicorn bind address (`HOST:PORT`); `-b` on the command line wins.")
-    workers: int = _setting(1, _int(1, 256), "gunicorn worker processes; more than 1 needs WSAPP_REDIS_URL.")
-    max_message_bytes: int = _setting(MiB, _int(1, 1 << 31), "Largest frame or reassembled message accepted (inclusive); larger gets close 1009.")
-    max_chat_bytes: int = _setting(16 * 1024, _int(1, 1 << 24), "Largest chat message text in UTF-8 bytes; larger gets an `error` event.")
-    history: int = _setting(100, _int(0, 100_000), "Messages kept per room and replayed to a new member.")
-    max_fragments: int = _setting(65536, _int(1, 1 << 24), "Frames one fragmented message may span; more gets close 1009.")
-    send_queue_bytes: int = _setting(MiB, _int(1024, 1 << 31), "Bytes queued for one connection beyond what the kernel took; a slow reader over it is closed 1008 (the socket's own writes wait instead).")
-    send_buffer_bytes: int = _setting(256 * 1024, _int(0, 1 << 30), "Kernel send buffer per WebSocket (SO_SNDBUF; Linux doubles it for its bookkeeping); 0 leaves the kernel's autotuning.")
-    receive_queue_bytes: int = _setting(MiB, _int(1024, 1 << 31), "Bytes of received messages a view has not taken yet; over it the server stops reading that socket (TCP pushes back).")
+    bind: str = _setting(
+        "",
+        _str,
+        "gunicorn bind address (`HOST:PORT`); `-b` on the command line wins.",
+    )
+    workers: int = _setting(
+        1,
+        _int(1, 256),
+        "gunicorn worker processes; more than 1 needs WSAPP_REDIS_URL.",
+    )
+    max_message_bytes: int = _setting(
+        MiB,
+        _int(1, 1 << 31),
+        "Largest frame or reassembled message accepted (inclusive); larger gets close 1009.",
+    )
+    max_chat_bytes: int = _setting(
+        16 * 1024,
+        _int(1, 1 << 24),
+        "Largest chat message text in UTF-8 bytes; larger gets an `error` event.",
+    )
+    history: int = _setting(
+        100,
+        _int(0, 100_000),
+        "Messages kept per room and replayed to a new member.",
+    )
+    max_fragments: int = _setting(
+        65536,
+        _int(1, 1 << 24),
+        "Frames one fragmented message may span; more gets close 1009.",
+    )
+    send_queue_bytes: int = _setting(
+        MiB,
+        _int(1024, 1 << 31),
+        "Bytes queued for one connection beyond what the kernel took; a slow reader over it is "
+        "closed 1008 (the socket's own writes wait instead).",
+    )
+    send_buffer_bytes: int = _setting(
+        256 * 1024,
+        _int(0, 1 << 30),
+        "Kernel send buffer per WebSocket (SO_SNDBUF; Linux doubles it for its bookkeeping); 0 "
+        "leaves the kernel's autotuning.",
+    )
+    receive_queue_bytes: int = _setting(
+        MiB,
+        _int(1024, 1 << 31),
+        "Bytes of received messages a view has not taken yet; over it the server stops reading "
+        "that socket (TCP pushes back).",
+    )
     history_bytes: int = _setting(
         64 * MiB,
         _int(1024, 1 << 40),
@@ -126,9 +167,22 @@ class Settings:
         "Seconds after which a room with no members and no new message, join or leave is "
         "forgotten with its history (both brokers; Redis: key expiry); 0 keeps rooms.",
     )
-    api_token: str = _setting("", _str, "Bearer token for `POST /api/rooms/<room>/messages`; empty disables the endpoint (403).")
-    redis_url: str = _setting("", _redis_url, "Redis URL; set it to share rooms across processes and hosts. Empty: in-process memory broker.")
-    presence_ttl: float = _setting(30.0, _float(1.0, 3600.0), "Seconds before presence of a vanished process expires (Redis broker).")
+    api_token: str = _setting(
+        "",
+        _str,
+        "Bearer token for `POST /api/rooms/<room>/messages`; empty disables the endpoint (403).",
+    )
+    redis_url: str = _setting(
+        "",
+        _redis_url,
+        "Redis URL; set it to share rooms across processes and hosts. Empty: in-process memory "
+        "broker.",
+    )
+    presence_ttl: float = _setting(
+        30.0,
+        _float(1.0, 3600.0),
+        "Seconds before presence of a vanished process expires (Redis broker).",
+    )
     redis_timeout: float = _setting(
         1.5,
         _float(0.05, 60.0),
@@ -142,9 +196,22 @@ class Settings:
         "Seconds a chat message's (connection, ref) is remembered: a retry with the same ref "
         "is acked with the first id instead of being published twice; 0 disables.",
     )
-    trusted_proxies: int = _setting(0, _int(0, 10), "Number of reverse proxies whose X-Forwarded-* headers are trusted (0: none).")
-    allowed_origins: tuple[str, ...] = _setting((), _origins, "Comma list of allowed Origins for WebSocket handshakes, or `*`; empty: same origin as the request (its scheme and Host).")
-    require_origin: bool = _setting(False, _bool, "Refuse WebSocket handshakes without an Origin header.")
+    trusted_proxies: int = _setting(
+        0,
+        _int(0, 10),
+        "Number of reverse proxies whose X-Forwarded-* headers are trusted (0: none).",
+    )
+    allowed_origins: tuple[str, ...] = _setting(
+        (),
+        _origins,
+        "Comma list of allowed Origins for WebSocket handshakes, or `*`; empty: same origin as the "
+        "request (its scheme and Host).",
+    )
+    require_origin: bool = _setting(
+        False,
+        _bool,
+        "Refuse WebSocket handshakes without an Origin header.",
+    )
     allowed_hosts: tuple[str, ...] = _setting(
         (),
         _hosts,
@@ -154,9 +221,21 @@ class Settings:
         "warning if WSAPP_ALLOWED_ORIGINS is empty too).",
     )
     secret: str = _setting("", _str, "Secret for signing connection tokens.")
-    require_token: bool = _setting(False, _bool, "Require a signed `?token=` on /chat/<room> (needs WSAPP_SECRET).")
-    rate_limit: float = _setting(20.0, _float(0.0, 1e6), "Messages per second per connection (token bucket); 0 disables.")
-    rate_burst: int = _setting(40, _int(1, 1_000_000), "Burst size of the per-connection rate limit.")
+    require_token: bool = _setting(
+        False,
+        _bool,
+        "Require a signed `?token=` on /chat/<room> (needs WSAPP_SECRET).",
+    )
+    rate_limit: float = _setting(
+        20.0,
+        _float(0.0, 1e6),
+        "Messages per second per connection (token bucket); 0 disables.",
+    )
+    rate_burst: int = _setting(
+        40,
+        _int(1, 1_000_000),
+        "Burst size of the per-connection rate limit.",
+    )
     max_conn_per_ip: int = _setting(
         100,
         _int(0, 1_000_000),
@@ -170,13 +249,40 @@ class Settings:
         "soft raised to hard at start) minus headroom for other descriptors "
         "(docs/deploy.md: 192 at `ulimit -n 256`, 18,718 at 20,000).",
     )
-    handshake_timeout: float = _setting(10.0, _float(0.1, 600.0), "Seconds a client has to send its complete HTTP request.")
-    ping_interval: float = _setting(20.0, _float(0.0, 3600.0), "Seconds between server pings on an idle socket; 0 disables keepalive.")
-    ping_timeout: float = _setting(20.0, _float(0.1, 3600.0), "Seconds to wait for a pong before closing the connection 1011.")
-    close_timeout: float = _setting(2.0, _float(0.0, 60.0), "Seconds to wait for the peer's close reply before closing TCP.")
+    handshake_timeout: float = _setting(
+        10.0,
+        _float(0.1, 600.0),
+        "Seconds a client has to send its complete HTTP request.",
+    )
+    ping_interval: float = _setting(
+        20.0,
+        _float(0.0, 3600.0),
+        "Seconds between server pings on an idle socket; 0 disables keepalive.",
+    )
+    ping_timeout: float = _setting(
+        20.0,
+        _float(0.1, 3600.0),
+        "Seconds to wait for a pong before closing the connection 1011.",
+    )
+    close_timeout: float = _setting(
+        2.0,
+        _float(0.0, 60.0),
+        "Seconds to wait for the peer's close reply before closing TCP.",
+    )
     log_level: str = _setting("INFO", _log_level, "Log level: DEBUG, INFO, WARNING or ERROR.")
-    speedups: bool = _setting(True, _bool, "Use the compiled C loops (framing, chat broadcast) when built (`make speedups`); 0 runs the same code paths in pure Python.")
-    io_uring: bool = _setting(True, _bool, "Chat broadcasts hand all their sends to the kernel in one io_uring call (Linux, C speedups); 0, or io_uring refused by the kernel (seccomp, `kernel.io_uring_disabled`), sends with one send() per member.")
+    speedups: bool = _setting(
+        True,
+        _bool,
+        "Use the compiled C loops (framing, chat broadcast) when built (`make speedups`); 0 runs "
+        "the same code paths in pure Python.",
+    )
+    io_uring: bool = _setting(
+        True,
+        _bool,
+        "Chat broadcasts hand all their sends to the kernel in one io_uring call (Linux, C "
+        "speedups); 0, or io_uring refused by the kernel (seccomp, `kernel.io_uring_disabled`), "
+        "sends with one send() per member.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -53,7 +53,11 @@ def _check_name(name: str) -> str:
 
 
 def issue_token(
-    settings: Settings, rooms: list[str] | tuple[str, ...], name: str, ttl: float, now: float | None = None
+    settings: Settings,
+    rooms: list[str] | tuple[str, ...],
+    name: str,
+    ttl: float,
+    now: float | None = None,
 ) -> str:
     """A token for `rooms` and `name`, valid for `ttl` seconds. Needs WSAPP_SECRET."""
     if not settings.secret:

@@ -4,13 +4,17 @@ To add one, write a factory and register it in ``IMPLS``::
 
     def redis_broker(request, options):
         server = request.getfixturevalue("redis_server")   # a session fixture of yours
-        return started(RedisBroker(server.url, history=options.history, presence_ttl=options.presence_ttl))
+        broker = RedisBroker(
+            server.url, history=options.history, presence_ttl=options.presence_ttl
+        )
+        return started(broker)
 
     IMPLS["redis"] = redis_broker
 
 A factory gets the pytest ``request`` (to reach fixtures such as a running redis-server)
 and a :class:`BrokerOptions`, and returns a context manager giving a started broker
-(``started(broker)``). Tests use fresh random room names, so one broker server can be shared by every test.
+(``started(broker)``). Tests use fresh random room names, so one broker server can be shared
+by every test.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ def started(broker: Broker) -> Iterator[Broker]:
         broker.close()
 
 
-def memory_broker(request: pytest.FixtureRequest, options: BrokerOptions) -> AbstractContextManager[Broker]:
+def memory_broker(
+    request: pytest.FixtureRequest, options: BrokerOptions
+) -> AbstractContextManager[Broker]:
     return started(MemoryBroker(history=options.history, room_ttl=options.room_ttl))
 
 
@@ -53,7 +59,9 @@ IMPLS: dict[str, BrokerFactory] = {
 }
 
 
-def redis_broker(request: pytest.FixtureRequest, options: BrokerOptions) -> AbstractContextManager[Broker]:
+def redis_broker(
+    request: pytest.FixtureRequest, options: BrokerOptions
+) -> AbstractContextManager[Broker]:
     """The Redis broker (issue 4) against one real redis-server per test session."""
     from tests.support.redis_server import shared_redis
     from wsapp.chat.broker.redis import RedisBroker

@@ -58,7 +58,9 @@ class ChatClient:
         self.ws.send(json.dumps(obj))
 
     def say(self, text: str, ref: str | None = None) -> None:
-        self.send_json({"type": "message", "text": text, **({"ref": ref} if ref is not None else {})})
+        self.send_json(
+            {"type": "message", "text": text, **({"ref": ref} if ref is not None else {})}
+        )
 
     def next(self, timeout: float = 5.0) -> dict[str, Any]:
         return json.loads(self.ws.recv(timeout=timeout))
@@ -163,7 +165,9 @@ class StalledReader:
     unsolicited pongs (a valid heartbeat), so keepalive does not mistake it for dead:
     it is alive, just not reading."""
 
-    def __init__(self, srv: ServerProcess, room: str, name: str = "stalled", rcvbuf: int = 4096) -> None:
+    def __init__(
+        self, srv: ServerProcess, room: str, name: str = "stalled", rcvbuf: int = 4096
+    ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(5)

@@ -13,7 +13,14 @@ HISTORY = int(CHAT_ENV["WSAPP_HISTORY"])
 MAX_CHAT = int(CHAT_ENV["WSAPP_MAX_CHAT_BYTES"])
 
 
-def call(srv, method: str, path: str, body: object = None, token: str | None = None, raw: bytes | None = None):
+def call(
+    srv,
+    method: str,
+    path: str,
+    body: object = None,
+    token: str | None = None,
+    raw: bytes | None = None,
+):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(srv.http_url(path), data=data, method=method)
     if data is not None:
@@ -48,7 +55,9 @@ def test_post_reaches_members_and_history(chat_server) -> None:
         assert status == 200
         assert [m["id"] for m in hist["messages"]] == [body["id"], second["id"]]
         assert hist["room"] == room
-        status, since, _ = call(chat_server, "GET", f"/api/rooms/{room}/messages?since={body['id']}")
+        status, since, _ = call(
+            chat_server, "GET", f"/api/rooms/{room}/messages?since={body['id']}"
+        )
         assert status == 200 and [m["id"] for m in since["messages"]] == [second["id"]]
         assert since["complete"] is True
 
@@ -59,7 +68,9 @@ def test_post_reaches_members_and_history(chat_server) -> None:
 
 def test_history_endpoint_limit_and_trim(chat_server) -> None:
     room = new_room("apih")
-    ids = [post(chat_server, room, {"name": "n", "text": f"t{i}"})[1]["id"] for i in range(HISTORY + 5)]
+    ids = [
+        post(chat_server, room, {"name": "n", "text": f"t{i}"})[1]["id"] for i in range(HISTORY + 5)
+    ]
     status, body, _ = call(chat_server, "GET", f"/api/rooms/{room}/messages")
     assert [m["id"] for m in body["messages"]] == ids[-HISTORY:]
     body = call(chat_server, "GET", f"/api/rooms/{room}/messages?limit=3")[1]
@@ -77,7 +88,9 @@ def test_post_auth(chat_server) -> None:
     assert headers.get("WWW-Authenticate", "").startswith("Bearer")
     assert post(chat_server, room, {"name": "x", "text": "y"}, token="wrong")[0] == 401
     assert post(chat_server, room, {"name": "x", "text": "y"}, token=API_TOKEN + "x")[0] == 401
-    req = urllib.request.Request(chat_server.http_url(f"/api/rooms/{room}/messages"), data=b"{}", method="POST")
+    req = urllib.request.Request(
+        chat_server.http_url(f"/api/rooms/{room}/messages"), data=b"{}", method="POST"
+    )
     req.add_header("Authorization", f"Basic {API_TOKEN}")
     try:
         urllib.request.urlopen(req, timeout=5)
@@ -109,8 +122,13 @@ def test_post_validation(chat_server) -> None:
     ]
     for body, status, code in cases:
         got = post(chat_server, room, body)
-        assert (got[0], got[1]["error"]) == (status, code), (body if len(str(body)) < 80 else "big", got[:2])
-    got = call(chat_server, "POST", f"/api/rooms/{room}/messages", raw=b"{not json", token=API_TOKEN)
+        assert (got[0], got[1]["error"]) == (status, code), (
+            body if len(str(body)) < 80 else "big",
+            got[:2],
+        )
+    got = call(
+        chat_server, "POST", f"/api/rooms/{room}/messages", raw=b"{not json", token=API_TOKEN
+    )
     assert (got[0], got[1]["error"]) == (400, "invalid_body")
     assert post(chat_server, "bad%20room", {"name": "x", "text": "t"})[0] == 400
     assert post(chat_server, room, {"name": "x", "text": "z" * MAX_CHAT})[0] == 201

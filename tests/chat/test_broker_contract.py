@@ -45,7 +45,9 @@ class Collector:
         deadline = time.monotonic() + timeout
         while not predicate(self):
             if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met within {timeout}s; got {self.events!r}"[:2000])
+                raise AssertionError(
+                    f"condition not met within {timeout}s; got {self.events!r}"[:2000]
+                )
             gevent.sleep(0.005)
 
     def wait_messages(self, n: int, timeout: float = 3.0) -> list[Message]:
@@ -77,7 +79,9 @@ def test_publish_returns_the_stored_message(broker: Broker, room: str) -> None:
     assert broker.history(room) == [msg]
 
 
-def test_ids_strictly_increase_within_a_room_even_in_one_millisecond(broker: Broker, room: str) -> None:
+def test_ids_strictly_increase_within_a_room_even_in_one_millisecond(
+    broker: Broker, room: str
+) -> None:
     msgs = publish_n(broker, room, 300)
     keys = [broker.id_key(m.id) for m in msgs]
     assert all(a < b for a, b in zip(keys, keys[1:], strict=False))
@@ -97,7 +101,10 @@ def test_ids_increase_per_room_independently(broker: Broker) -> None:
     assert [m.text for m in broker.history(b)] == [str(i) for i in range(0, 50, 3)]
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "1", "1-", "-1", "1-2-3", "1.5-0", " 1-0", "1-0 ", "01-0", "9" * 30 + "-0", "１-0"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "abc", "1", "1-", "-1", "1-2-3", "1.5-0", " 1-0", "1-0 ", "01-0", "9" * 30 + "-0", "１-0"],
+)
 def test_malformed_ids_are_rejected(broker: Broker, room: str, bad: str) -> None:
     assert not broker.is_valid_id(bad)
     with pytest.raises(InvalidMessageId):
@@ -109,7 +116,17 @@ def test_malformed_ids_are_rejected(broker: Broker, room: str, bad: str) -> None
 
 
 def test_text_is_stored_exactly(broker: Broker, room: str) -> None:
-    texts = ["", " ", "\x00nul", "line\nbreak", "tab\t", "🎉" * 100, "x" * 16384, '{"type":"message"}', "\\u0000"]
+    texts = [
+        "",
+        " ",
+        "\x00nul",
+        "line\nbreak",
+        "tab\t",
+        "🎉" * 100,
+        "x" * 16384,
+        '{"type":"message"}',
+        "\\u0000",
+    ]
     sent = [broker.publish(room, "n", t) for t in texts]
     assert [m.text for m in broker.history(room)] == texts
     assert broker.history(room) == sent

@@ -61,7 +61,10 @@ def test_broadcasts_go_through_io_uring_in_both_serving_modes(chat_servers, mode
     srv = chat_servers(mode)
     log = srv.wait_for_log("framing: C speedups, broadcasts by ")
     if "broadcasts by send (io_uring:" in log:
-        pytest.skip("this kernel refuses io_uring: " + log.split("broadcasts by send (io_uring:", 1)[1].split("\n")[0])
+        pytest.skip(
+            "this kernel refuses io_uring: "
+            + log.split("broadcasts by send (io_uring:", 1)[1].split("\n")[0]
+        )
     srv.wait_for_log("framing: C speedups, broadcasts by io_uring")
     _room_gets_every_message(srv)
 
@@ -94,7 +97,14 @@ def test_hello_broadcast_and_ack(chat_server) -> None:
         got = {e["type"]: e for e in (a.next(), a.next())}
         msg = got["message"]
         assert got["ack"] == {"type": "ack", "ref": "r-1", "id": msg["id"]}
-        assert msg == {"type": "message", "id": msg["id"], "room": room, "name": "ann", "text": "hello room", "ts": msg["ts"]}
+        assert msg == {
+            "type": "message",
+            "id": msg["id"],
+            "room": room,
+            "name": "ann",
+            "text": "hello room",
+            "ts": msg["ts"],
+        }
         assert isinstance(msg["id"], str) and abs(msg["ts"] - before) < 5000
         assert b.next() == msg
 
@@ -119,11 +129,19 @@ def test_bad_names_refused_at_handshake(chat_server) -> None:
         "/chat/ok?since=1-2-3",
     ]
     for path in bad:
-        resp = http_exchange(chat_server.host, chat_server.port, handshake_request(chat_server.host, chat_server.port, path))
+        resp = http_exchange(
+            chat_server.host,
+            chat_server.port,
+            handshake_request(chat_server.host, chat_server.port, path),
+        )
         assert 400 <= resp.status < 500, (path, resp.status)
         assert resp.status != 101
         assert resp.header("upgrade") is None
-    resp = http_exchange(chat_server.host, chat_server.port, handshake_request(chat_server.host, chat_server.port, "/chat/a%20b"))
+    resp = http_exchange(
+        chat_server.host,
+        chat_server.port,
+        handshake_request(chat_server.host, chat_server.port, "/chat/a%20b"),
+    )
     assert b"invalid room name" in resp.body
     # and the server is fine afterwards
     with ChatClient(chat_server, "x" * 64, name="  padded  ") as ok:
@@ -145,7 +163,11 @@ def test_binary_frame_closes_1003_and_others_carry_on(chat_server) -> None:
 
 def test_two_rooms_are_isolated(chat_server) -> None:
     r1, r2 = new_room("iso"), new_room("iso")
-    with ChatClient(chat_server, r1, "a1") as a1, ChatClient(chat_server, r2, "b1") as b1, ChatClient(chat_server, r2, "b2") as b2:
+    with (
+        ChatClient(chat_server, r1, "a1") as a1,
+        ChatClient(chat_server, r2, "b1") as b1,
+        ChatClient(chat_server, r2, "b2") as b2,
+    ):
         b1.next_of("join")
         a1.say("only for room 1")
         assert a1.next_of("message")["text"] == "only for room 1"
@@ -174,7 +196,10 @@ def test_history_in_order_then_live(chat_server) -> None:
             replay = [late.next() for _ in range(HISTORY)]
             assert [e["text"] for e in replay] == [f"h{i}" for i in range(10, HISTORY + 10)]
             assert [e["id"] for e in replay] == ids[10:]
-            assert all(e["type"] == "message" and e["replay"] is True and e["name"] == "writer" for e in replay)
+            assert all(
+                e["type"] == "message" and e["replay"] is True and e["name"] == "writer"
+                for e in replay
+            )
             w.say("live one")
             live = late.next()
             assert live["text"] == "live one" and "replay" not in live
@@ -205,7 +230,9 @@ def test_too_large_message_is_refused_to_the_sender_only(chat_server) -> None:
         a.next_of("join")
         a.say("é" * (MAX_CHAT // 2) + "x", ref="big-1")  # MAX_CHAT + 1 bytes of UTF-8
         err = a.next()
-        assert err["type"] == "error" and err["code"] == "message_too_large" and err["ref"] == "big-1"
+        assert (
+            err["type"] == "error" and err["code"] == "message_too_large" and err["ref"] == "big-1"
+        )
         a.ws.send("y" * (MAX_CHAT + 1))
         assert a.next()["code"] == "message_too_large"
         b.nothing_within(0.2)
@@ -287,11 +314,14 @@ def test_since_resume_has_no_gap_and_no_duplicate_while_messages_flow(chat_serve
         c.close()
 
 
-def test_reader_that_stops_reading_is_cut_off_while_others_get_everything(chat_serve_server) -> None:
+def test_reader_that_stops_reading_is_cut_off_while_others_get_everything(
+    chat_serve_server,
+) -> None:
     srv = chat_serve_server
     room = new_room("slow")
     total = 1000
-    # 10 MB in all: far beyond what the kernel buffers for a stalled socket (~3 MB here)
+    # 10 MB in all: far beyond what the kernel buffers for a stalled socket (its receive
+    # buffer shrunk, the server's send buffer WSAPP_SEND_BUFFER_BYTES), so the queue overflows
     text = "x" * 10_000
     a, b = ChatClient(srv, room, "reader-a"), ChatClient(srv, room, "reader-b")
     stalled = StalledReader(srv, room)
@@ -330,7 +360,8 @@ def test_reader_that_stops_reading_is_cut_off_while_others_get_everything(chat_s
 
 def test_burst_from_one_client_larger_than_the_send_queue(chat_serve_server) -> None:
     """A client that writes a burst of 1000 messages at once (and reads all the while) is not
-    "too slow": its own copies and acks must not overflow its queue (a burst larger than the send queue)."""
+    "too slow": its own copies and acks must not overflow its queue (a burst larger than the
+    send queue)."""
     srv = chat_serve_server
     room = new_room("burst")
     total = 1000
@@ -354,7 +385,9 @@ def test_burst_from_one_client_larger_than_the_send_queue(chat_serve_server) -> 
         raw.send_raw(b"".join(encode_frame(Op.TEXT, f"b{i}".encode()) for i in range(total)))
         got.join(10)
         t.join(10)
-        assert got.error is None and [m["text"] for m in got.messages] == [f"b{i}" for i in range(total)]
+        assert got.error is None and [m["text"] for m in got.messages] == [
+            f"b{i}" for i in range(total)
+        ]
         assert len(own) == total and all(b'"type":"message"' in m for m in own), own[-1:]
         raw.close()
 

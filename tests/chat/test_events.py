@@ -124,7 +124,11 @@ def test_parse_client_text(raw: str, text: str, ref: str | None) -> None:
         ('{"type": null}', events.E_UNKNOWN_TYPE, None),
         ('{"type": "message", "text": "x", "ref": true}', events.E_BAD_MESSAGE, None),
         ('{"type": "message", "text": "x", "ref": {"a": 1}}', events.E_BAD_MESSAGE, None),
-        ('{"type": "message", "text": "x", "ref": "' + "r" * 129 + '"}', events.E_BAD_MESSAGE, None),
+        (
+            '{"type": "message", "text": "x", "ref": "' + "r" * 129 + '"}',
+            events.E_BAD_MESSAGE,
+            None,
+        ),
         ('{"type": "message", "text": "\\ud800"}', events.E_BAD_MESSAGE, None),
         ('{"type": "message", "text": "x", "ref": "\\udfff"}', events.E_BAD_MESSAGE, None),
     ],
@@ -198,7 +202,9 @@ def test_json_message_roundtrip(text: str, ref: str | int | None) -> None:
 
 # ---- server events ----------------------------------------------------------------------
 
-MSG = Message(room="lobby", id="1700000000000-3", name="Zoë", text="héllo 🎉\n\"q\"", ts=1700000000000)
+MSG = Message(
+    room="lobby", id="1700000000000-3", name="Zoë", text='héllo 🎉\n"q"', ts=1700000000000
+)
 
 
 def test_encode_message_live_and_replay() -> None:
@@ -231,7 +237,12 @@ def test_encode_event_dispatches() -> None:
 @pytest.mark.parametrize("kind", ["join", "leave"])
 def test_encode_presence(kind: str) -> None:
     ev = PresenceEvent("r", kind, Member("c-9", "ann"))  # type: ignore[arg-type]
-    assert json.loads(events.encode_presence(ev)) == {"type": kind, "room": "r", "name": "ann", "id": "c-9"}
+    assert json.loads(events.encode_presence(ev)) == {
+        "type": kind,
+        "room": "r",
+        "name": "ann",
+        "id": "c-9",
+    }
 
 
 def test_encode_hello() -> None:
@@ -243,18 +254,34 @@ def test_encode_hello() -> None:
         "id": "c-2",
         "name": "bob",
         "members": ["ann", "bob", "ann"],
-        "presence": [{"id": "c-1", "name": "ann"}, {"id": "c-2", "name": "bob"}, {"id": "c-3", "name": "ann"}],
+        "presence": [
+            {"id": "c-1", "name": "ann"},
+            {"id": "c-2", "name": "bob"},
+            {"id": "c-3", "name": "ann"},
+        ],
         "history": 7,
     }
     assert "recovered" not in hello
     for recovered in (True, False):
-        assert json.loads(events.encode_hello("r", "c", "n", [], recovered=recovered))["recovered"] is recovered
+        assert (
+            json.loads(events.encode_hello("r", "c", "n", [], recovered=recovered))["recovered"]
+            is recovered
+        )
 
 
 def test_encode_ack_and_error() -> None:
     assert json.loads(events.encode_ack("r1", "5-0")) == {"type": "ack", "ref": "r1", "id": "5-0"}
-    assert json.loads(events.encode_error("c", "why")) == {"type": "error", "code": "c", "reason": "why"}
-    assert json.loads(events.encode_error("c", "why", "r")) == {"type": "error", "code": "c", "reason": "why", "ref": "r"}
+    assert json.loads(events.encode_error("c", "why")) == {
+        "type": "error",
+        "code": "c",
+        "reason": "why",
+    }
+    assert json.loads(events.encode_error("c", "why", "r")) == {
+        "type": "error",
+        "code": "c",
+        "reason": "why",
+        "ref": "r",
+    }
 
 
 @given(st.text(max_size=300))
@@ -280,7 +307,8 @@ def _depth(value: object) -> int:
 
 _json_values = st.recursive(
     st.none() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=6),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet="[{k", max_size=2), inner, max_size=3),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(alphabet="[{k", max_size=2), inner, max_size=3),
     max_leaves=60,
 )
 
@@ -296,7 +324,8 @@ def test_json_depth_over_is_exact_for_any_json(value: object, extra: int) -> Non
     obj = {"v": _nest(value, extra)}
     raw = json.dumps(obj, separators=(",", ":"))
     assert events.json_depth_over(raw) == (_depth(obj) > events.MAX_JSON_DEPTH)
-    assert events.json_depth_over(json.dumps(obj, indent=1)) == (_depth(obj) > events.MAX_JSON_DEPTH)
+    deep = _depth(obj) > events.MAX_JSON_DEPTH
+    assert events.json_depth_over(json.dumps(obj, indent=1)) == deep
 
 
 @pytest.mark.parametrize(
@@ -322,7 +351,8 @@ def test_deep_frames_are_invalid_message_and_long_ones_too_large() -> None:
     with pytest.raises(ValidationError) as info:
         parse_client_text("{" + " " * (6 * 100 + events.JSON_SLACK_CHARS), 100)
     assert info.value.code == events.E_TOO_LARGE
-    assert parse_client_text('{"type":"message","text":"[[[[","x":' + "[" * 31 + "]" * 31 + "}", 100).text == "[[[["
+    nested = '{"type":"message","text":"[[[[","x":' + "[" * 31 + "]" * 31 + "}"
+    assert parse_client_text(nested, 100).text == "[[[["
 
 
 # ---- characters in message text (issue 13 item 9) ---------------------------------------
@@ -331,7 +361,8 @@ REFUSED = [chr(c) for c in [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F,
     chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
 ]
 ALLOWED = [
-    "\t", "\n", "\u200e", "\u200f", "\u061c", "\u200b", "\u200d", "\u2028", "\u00a0", "\u00ad", "\ufeff",
+    "\t", "\n", "\u200e", "\u200f", "\u061c", "\u200b", "\u200d", "\u2028", "\u00a0", "\u00ad",
+    "\ufeff",
 ]
 
 

@@ -125,7 +125,14 @@ def test_message_reaches_everyone_and_the_sender_gets_an_ack(hub: Hub) -> None:
     hub.join(c, "other", "cy")
     msg = say(hub, la, "hello", ref="r1")
     assert msg is not None
-    want = {"type": "message", "id": msg.id, "room": "r", "name": "ann", "text": "hello", "ts": msg.ts}
+    want = {
+        "type": "message",
+        "id": msg.id,
+        "room": "r",
+        "name": "ann",
+        "text": "hello",
+        "ts": msg.ts,
+    }
     assert a.of_type("message") == [want]
     assert b.of_type("message") == [want]
     assert a.of_type("ack") == [{"type": "ack", "ref": "r1", "id": msg.id}]
@@ -346,7 +353,9 @@ def test_duplicate_names_get_distinct_ids(hub: Hub) -> None:
     assert {p["id"] for p in hello["presence"]} == {a.id, b.id}
 
 
-def test_publish_when_broker_is_down_sends_an_error_event(hub: Hub, broker: MemoryBroker, monkeypatch) -> None:
+def test_publish_when_broker_is_down_sends_an_error_event(
+    hub: Hub, broker: MemoryBroker, monkeypatch
+) -> None:
     a, b = FakeConn(), FakeConn()
     la = hub.join(a, "r", "ann")
     hub.join(b, "r", "bob")
@@ -365,7 +374,9 @@ def test_publish_when_broker_is_down_sends_an_error_event(hub: Hub, broker: Memo
     assert b.of_type("message") == []
 
 
-def test_join_fails_cleanly_when_the_broker_is_down(hub: Hub, broker: MemoryBroker, monkeypatch) -> None:
+def test_join_fails_cleanly_when_the_broker_is_down(
+    hub: Hub, broker: MemoryBroker, monkeypatch
+) -> None:
     def down(*args, **kwargs):
         raise BrokerUnavailable("redis is away")
 
@@ -394,7 +405,9 @@ def test_concurrent_joins_of_a_new_room_wait_for_one_subscription() -> None:
     broker = SlowSubscribe(history=10)
     hub = Hub(broker, framer=identity)
     conns = [FakeConn() for _ in range(5)]
-    members = gevent.joinall([gevent.spawn(hub.join, c, "r", f"n{i}") for i, c in enumerate(conns)], raise_error=True)
+    members = gevent.joinall(
+        [gevent.spawn(hub.join, c, "r", f"n{i}") for i, c in enumerate(conns)], raise_error=True
+    )
     assert SlowSubscribe.subscribes == 1
     say(hub, members[0].value, "all of you")
     for c in conns:

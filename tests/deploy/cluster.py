@@ -59,7 +59,9 @@ def http(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 class Client(ChatClient):
     """A chat client connected through nginx from a given source address."""
 
-    def __init__(self, port: int, room: str, name: str, source: str = "127.0.0.1", since: str | None = None) -> None:
+    def __init__(
+        self, port: int, room: str, name: str, source: str = "127.0.0.1", since: str | None = None
+    ) -> None:
         self.room, self.name, self.source = room, name, source
         sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
         query = urlencode({"name": name, **({"since": since} if since else {})})
@@ -79,7 +81,9 @@ class Client(ChatClient):
                     return event
                 if event["type"] == "error" and event.get("ref") == ref:
                     assert event["code"] == "unavailable", event
-                    assert time.monotonic() < deadline, f"{self.name}: still unavailable after {timeout}s"
+                    assert time.monotonic() < deadline, (
+                        f"{self.name}: still unavailable after {timeout}s"
+                    )
                     time.sleep(0.2)
                     break
 
@@ -148,7 +152,13 @@ class Cluster:
         (prefix / "nginx.conf").write_text(conf)
         log = open(self.dir / "nginx.out", "wb")  # noqa: SIM115 - lives with the process
         self.nginx = subprocess.Popen(
-            [NGINX, "-p", f"{prefix}/", "-e", f"{prefix}/logs/error.log", "-c", f"{prefix}/nginx.conf", "-g", "daemon off;"],
+            [
+                NGINX,
+                "-p", f"{prefix}/",
+                "-e", f"{prefix}/logs/error.log",
+                "-c", f"{prefix}/nginx.conf",
+                "-g", "daemon off;",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -174,7 +184,14 @@ class Cluster:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.nginx_port}{path}"
 
-    def client(self, room: str, name: str, backend: int | None = None, source: str | None = None, since: str | None = None) -> Client:
+    def client(
+        self,
+        room: str,
+        name: str,
+        backend: int | None = None,
+        source: str | None = None,
+        since: str | None = None,
+    ) -> Client:
         if source is None:
             source = self.sources[backend] if backend is not None else "127.0.0.1"
         return Client(self.nginx_port, room, name, source, since)
@@ -227,7 +244,9 @@ class Cluster:
                 pids = set(re.findall(r"\[(\d+)\] redis broker: reconnected to", tail))
                 if len(pids) >= want:
                     break
-                assert time.monotonic() < deadline, f"backend {i}: only workers {pids} reconnected to Redis"
+                assert time.monotonic() < deadline, (
+                    f"backend {i}: only workers {pids} reconnected to Redis"
+                )
                 time.sleep(0.05)
 
     def wait_ready(self, i: int, ready: bool, timeout: float = 10.0, hits: int = 6) -> float:

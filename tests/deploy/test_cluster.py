@@ -60,7 +60,9 @@ def test_one_room_across_backends_one_history_one_member_list(cluster: Cluster) 
         assert cy.hello["members"] == ["ann", "bob", f"cy{backend}"]
         cy.close()
     status, body = http(cluster.url(f"/api/rooms/{room}/messages"))
-    assert status == 200 and [m["id"] for m in json.loads(body)["messages"]] == [e["id"] for e in seen_ann]
+    assert status == 200 and [m["id"] for m in json.loads(body)["messages"]] == [
+        e["id"] for e in seen_ann
+    ]
 
     # nginx passed X-Forwarded-For and the app trusted it (WSAPP_TRUSTED_PROXIES=1)
     src1 = cluster.sources[1]

@@ -17,7 +17,9 @@ from wsapp.settings import Settings
 pytestmark = pytest.mark.timeout(60)
 
 
-def gunicorn(args: list[str], env: dict[str, str], timeout: float = 20) -> subprocess.CompletedProcess:
+def gunicorn(
+    args: list[str], env: dict[str, str], timeout: float = 20
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"), *args, "wsgi:app"],
         cwd=ROOT,
@@ -45,11 +47,15 @@ def test_more_than_one_worker_without_redis_is_refused(args, env) -> None:
 
 def test_bind_from_wsapp_bind_and_b_wins() -> None:
     port = free_port()
-    with running_server("gunicorn", env={"WSAPP_BIND": f"127.0.0.1:{free_port()}"}, port=port) as srv:
+    with running_server(
+        "gunicorn", env={"WSAPP_BIND": f"127.0.0.1:{free_port()}"}, port=port
+    ) as srv:
         assert f"Listening at: http://127.0.0.1:{port}" in srv.wait_for_log("Listening at")
         assert http(srv.http_url("/healthz"), timeout=10)[0] == 200  # booted: a quick stop
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WSAPP_")} | {"WSAPP_BIND": f"127.0.0.1:{port}"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSAPP_")} | {
+        "WSAPP_BIND": f"127.0.0.1:{port}"
+    }
     proc = subprocess.Popen(
         [GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
         cwd=ROOT,
@@ -68,7 +74,10 @@ def test_bind_from_wsapp_bind_and_b_wins() -> None:
 
 
 def test_two_workers_with_redis_start() -> None:
-    with running_redis() as r, running_server("gunicorn", env={"WSAPP_REDIS_URL": r.url}, extra_args=["-w", "2"]) as srv:
+    with (
+        running_redis() as r,
+        running_server("gunicorn", env={"WSAPP_REDIS_URL": r.url}, extra_args=["-w", "2"]) as srv,
+    ):
         log = srv.wait_for_log("redis broker: connected", timeout=15)
         assert log.count("Booting worker") == 2
 
@@ -90,13 +99,22 @@ def test_nginx_conf_has_what_websockets_need() -> None:
 
 def test_rendered_config_passes_nginx_t() -> None:
     prefix = tempfile.mkdtemp(prefix="wsapp-nginx-t-")
-    site = render_site(["127.0.0.1:18001", "127.0.0.1:18002", "127.0.0.1:18003"], listen="127.0.0.1:18080", static_root=ROOT / "static")
+    site = render_site(
+        ["127.0.0.1:18001", "127.0.0.1:18002", "127.0.0.1:18003"],
+        listen="127.0.0.1:18080",
+        static_root=ROOT / "static",
+    )
     assert site.count("server 127.0.0.1:1800") == 3
     conf = render_standalone(prefix, site)
     with open(os.path.join(prefix, "nginx.conf"), "w") as f:
         f.write(conf)
     result = subprocess.run(
-        [NGINX, "-t", "-p", f"{prefix}/", "-e", f"{prefix}/logs/error.log", "-c", f"{prefix}/nginx.conf"],
+        [
+            NGINX, "-t",
+            "-p", f"{prefix}/",
+            "-e", f"{prefix}/logs/error.log",
+            "-c", f"{prefix}/nginx.conf",
+        ],
         capture_output=True,
         text=True,
         timeout=20,

@@ -63,6 +63,8 @@ def test_busy_view_sees_the_peer_close_at_once(classic):
         closed_at = time.time()
         ws.close(4001, "bye")
     text = classic.wait_for_log("busy view saw the close")
-    match = re.findall(r"busy view saw the close at ([\d.]+) \(code (\d+)\), receive\(\) -> (\w+)", text)[-1]
+    match = re.findall(
+        r"busy view saw the close at ([\d.]+) \(code (\d+)\), receive\(\) -> (\w+)", text
+    )[-1]
     assert float(match[0]) - closed_at < 0.2
     assert match[1] == "4001" and match[2] == "None"

@@ -32,7 +32,9 @@ DESKTOP = {"width": 1100, "height": 760}
 PHONE = {"width": 390, "height": 780}
 TIMEOUT_MS = 10_000
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is in requirements-dev.txt"
+)
 
 
 @pytest.fixture(scope="session")

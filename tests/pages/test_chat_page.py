@@ -30,7 +30,9 @@ def say(page, text: str) -> None:
 
 
 def texts(page) -> list[str]:
-    return page.eval_on_selector_all("#messages li.msg:not(.pending) .text", "els => els.map(e => e.textContent)")
+    return page.eval_on_selector_all(
+        "#messages li.msg:not(.pending) .text", "els => els.map(e => e.textContent)"
+    )
 
 
 def wait_text(page, text: str, timeout: float = 10.0) -> None:
@@ -80,8 +82,9 @@ def test_two_pages_chat_both_ways_with_presence_and_no_html(web_server, new_page
         assert texts(page) == expected
         ids = page.eval_on_selector_all("#messages li.msg", "els => els.map(e => e.dataset.id)")
         assert len(set(ids)) == 3 and all(ids)
-        assert page.eval_on_selector_all("#messages li.msg .name", "els => els.map(e => e.textContent)") == [
-            "ada", "grace", "grace"]
+        assert page.eval_on_selector_all(
+            "#messages li.msg .name", "els => els.map(e => e.textContent)"
+        ) == ["ada", "grace", "grace"]
     screenshot(ada, "chat-desktop")
     screenshot(grace, "chat-phone")
     assert grace.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
@@ -148,8 +151,9 @@ def test_server_restart_resumes_without_loss(new_page):
     screenshot(page, "chat-reconnecting")
     # Let the backoff grow (0.5 s, 1 s, 2 s, then ~4 s) so the new server is up and has the
     # message before the page's next attempt.
-    page.wait_for_function("() => document.getElementById('status').textContent.includes('attempt 4')",
-                           timeout=15_000)
+    page.wait_for_function(
+        "() => document.getElementById('status').textContent.includes('attempt 4')", timeout=15_000
+    )
 
     second = start_server("serve", port=port)
     try:

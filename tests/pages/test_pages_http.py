@@ -34,11 +34,17 @@ def test_page_has_csp_and_no_inline_script(web_server, path):
         assert re.search(r'src="/assets/[\w.-]+\.js"', tag), tag
     assert re.findall(r"<script\b[^>]*>\s*[^<\s]", html) == []  # no inline code
     assert not re.search(r"\son[a-z]+\s*=", html)
-    assert "//cdn" not in html and "https://" not in html.replace("https://github.com/websockets/wscat", "")
+    assert "//cdn" not in html and "https://" not in html.replace(
+        "https://github.com/websockets/wscat", ""
+    )
 
 
 def test_assets_are_served_with_headers(web_server):
-    for name, mimetype in [("chat.js", "javascript"), ("echo.js", "javascript"), ("style.css", "text/css")]:
+    for name, mimetype in [
+        ("chat.js", "javascript"),
+        ("echo.js", "javascript"),
+        ("style.css", "text/css"),
+    ]:
         status, headers, _ = get(web_server, f"/assets/{name}")
         assert status == 200 and mimetype in headers["Content-Type"]
         assert headers["X-Content-Type-Options"] == "nosniff"

@@ -173,7 +173,11 @@ def test_fragmented_binary_with_empty_fragments():
 def test_multibyte_character_split_across_fragments():
     encoded = "κόσμε".encode()
     data = b"".join(
-        cframe(Opcode.TEXT if i == 0 else Opcode.CONTINUATION, encoded[i : i + 1], fin=i == len(encoded) - 1)
+        cframe(
+            Opcode.TEXT if i == 0 else Opcode.CONTINUATION,
+            encoded[i : i + 1],
+            fin=i == len(encoded) - 1,
+        )
         for i in range(len(encoded))
     )
     assert feed(data) == ["κόσμε"]
@@ -247,7 +251,10 @@ def test_utf8_prefix_check():
 
 # --- close frames -------------------------------------------------------------------------
 
-VALID_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999]
+VALID_CODES = [
+    1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
+    3000, 3999, 4000, 4999,
+]
 INVALID_CODES = [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
 
 
@@ -288,7 +295,9 @@ def test_encode_close_payload_carries_code_and_truncates_reason():
 
 def test_bytes_after_close_are_ignored():
     parser = Parser(LIMIT)
-    assert parser.feed(cframe(Opcode.CLOSE, b"\x03\xe8") + cframe(Opcode.TEXT, b"late")) == [Close(1000, "")]
+    assert parser.feed(cframe(Opcode.CLOSE, b"\x03\xe8") + cframe(Opcode.TEXT, b"late")) == [
+        Close(1000, "")
+    ]
     assert parser.feed(b"\xff\xff\xff") == []
 
 
@@ -306,7 +315,10 @@ def test_frame_over_limit_refused_1009_from_the_header_alone():
 
 def test_huge_announced_length_refused_1009_without_payload():
     for length in (2**63 - 1, 2**63, 2**64 - 1):
-        assert error_code(encode_header(Opcode.BINARY, length, masked=True)) == CloseCode.MESSAGE_TOO_BIG
+        assert (
+            error_code(encode_header(Opcode.BINARY, length, masked=True))
+            == CloseCode.MESSAGE_TOO_BIG
+        )
 
 
 def test_fragmented_message_over_limit_refused_1009():
@@ -317,5 +329,9 @@ def test_fragmented_message_over_limit_refused_1009():
 
 
 def test_control_frames_do_not_count_towards_the_message_limit():
-    data = cframe(Opcode.TEXT, b"a" * 10, fin=False) + cframe(Opcode.PING, b"p" * 100) + cframe(Opcode.CONTINUATION, b"b" * 10)
+    data = (
+        cframe(Opcode.TEXT, b"a" * 10, fin=False)
+        + cframe(Opcode.PING, b"p" * 100)
+        + cframe(Opcode.CONTINUATION, b"b" * 10)
+    )
     assert feed(data, limit=20) == [Ping(b"p" * 100), "a" * 10 + "b" * 10]

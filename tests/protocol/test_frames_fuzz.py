@@ -48,7 +48,10 @@ def frame_soup(draw) -> bytes:
 
 
 @FUZZ
-@given(data=st.one_of(st.binary(max_size=600), frame_soup()), cuts=st.lists(st.integers(0, 10_000), max_size=12))
+@given(
+    data=st.one_of(st.binary(max_size=600), frame_soup()),
+    cuts=st.lists(st.integers(0, 10_000), max_size=12),
+)
 def test_any_bytes_yield_events_or_protocol_error(data, cuts):
     events, error = feed_all(data, cuts)
     for event in events:
@@ -76,10 +79,12 @@ def messages(draw):
     if kind in ("ping", "pong"):
         data = draw(st.binary(max_size=125))
         op = Opcode.PING if kind == "ping" else Opcode.PONG
-        return frames.encode_frame(op, data, mask=mask), (Ping(data) if kind == "ping" else Pong(data))
+        want = Ping(data) if kind == "ping" else Pong(data)
+        return frames.encode_frame(op, data, mask=mask), want
     code = draw(st.sampled_from([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 3000, 4999]))
     reason = draw(st.text(max_size=30).filter(lambda r: len(r.encode()) <= 123))
-    return frames.encode_frame(Opcode.CLOSE, frames.encode_close_payload(code, reason), mask=mask), Close(code, reason)
+    payload = frames.encode_close_payload(code, reason)
+    return frames.encode_frame(Opcode.CLOSE, payload, mask=mask), Close(code, reason)
 
 
 @FUZZ
@@ -106,7 +111,9 @@ def test_fragmented_text_reassembles(text, size, mask):
     data = text.encode()
     pieces = [data[i : i + size] for i in range(0, len(data), size)]
     wire = b"".join(
-        frames.encode_frame(Opcode.TEXT if i == 0 else Opcode.CONTINUATION, p, fin=i == len(pieces) - 1, mask=mask)
+        frames.encode_frame(
+            Opcode.TEXT if i == 0 else Opcode.CONTINUATION, p, fin=i == len(pieces) - 1, mask=mask
+        )
         for i, p in enumerate(pieces)
     )
     events, error = feed_all(wire, [len(wire) // 2])

@@ -33,13 +33,20 @@ def test_valid_request_passes():
 
 @pytest.mark.parametrize(
     "connection, upgrade, expected",
-    [("Upgrade", "websocket", True), ("keep-alive, upgrade", "WebSocket", True), ("keep-alive", "websocket", False), ("Upgrade", "h2c", False)],
+    [
+        ("Upgrade", "websocket", True),
+        ("keep-alive, upgrade", "WebSocket", True),
+        ("keep-alive", "websocket", False),
+        ("Upgrade", "h2c", False),
+    ],
 )
 def test_wants_websocket_matches_werkzeug_rule(connection, upgrade, expected):
     assert wants_websocket(environ(HTTP_CONNECTION=connection, HTTP_UPGRADE=upgrade)) is expected
 
 
-@pytest.mark.parametrize("key", ["", "not base64!!", "c2hvcnQ=", base64.b64encode(b"x" * 17).decode(), "é"])
+@pytest.mark.parametrize(
+    "key", ["", "not base64!!", "c2hvcnQ=", base64.b64encode(b"x" * 17).decode(), "é"]
+)
 def test_bad_keys_are_400_never_500(key):
     rejection = check_handshake(environ(HTTP_SEC_WEBSOCKET_KEY=key), "HTTP/1.1")
     assert rejection is not None and rejection.code == 400

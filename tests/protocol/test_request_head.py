@@ -12,7 +12,11 @@ def lines(*raw: bytes) -> list[bytes]:
 
 
 def test_handshake_headers_are_found_case_insensitively_with_values_trimmed():
-    h = parse_header_lines(lines(b"Host: example.com\r\n", b"Upgrade:websocket\r\n", b"sec-websocket-key:  abc== \t\r\n"))
+    h = parse_header_lines(
+        lines(
+            b"Host: example.com\r\n", b"Upgrade:websocket\r\n", b"sec-websocket-key:  abc== \t\r\n"
+        )
+    )
     assert h.get("host") == "example.com"
     assert h.get("UPGRADE") == "websocket"
     assert h.getheader("Sec-WebSocket-Key") == "abc=="
@@ -21,8 +25,15 @@ def test_handshake_headers_are_found_case_insensitively_with_values_trimmed():
 
 
 def test_pywsgi_view_keeps_every_header_in_order_including_repeats():
-    h = parse_header_lines(lines(b"Host: a\r\n", b"X-Tag: one\r\n", b"x-tag: two\r\n", b"Content-Type: text/plain\r\n"))
-    assert list(h.headers) == ["Host: a\r\n", "X-Tag: one\r\n", "x-tag: two\r\n", "Content-Type: text/plain\r\n"]
+    h = parse_header_lines(
+        lines(b"Host: a\r\n", b"X-Tag: one\r\n", b"x-tag: two\r\n", b"Content-Type: text/plain\r\n")
+    )
+    assert list(h.headers) == [
+        "Host: a\r\n",
+        "X-Tag: one\r\n",
+        "x-tag: two\r\n",
+        "Content-Type: text/plain\r\n",
+    ]
     assert h.get("x-tag") == "one"
     assert h.typeheader == "text/plain"
     del h["X-TAG"]
@@ -37,7 +48,9 @@ def test_bare_lf_line_endings_and_an_empty_value_are_accepted():
 def test_obs_fold_is_replaced_by_one_space():
     """RFC 9112 5.2: a server may replace obs-fold with SP (the email parser kept CRLF + SP
     inside the value, which then reached the WSGI environ)."""
-    h = parse_header_lines(lines(b"X-Long: first\r\n", b"   second\r\n", b"\tthird\r\n", b"Host: a\r\n"))
+    h = parse_header_lines(
+        lines(b"X-Long: first\r\n", b"   second\r\n", b"\tthird\r\n", b"Host: a\r\n")
+    )
     assert h.get("x-long") == "first second third"
     assert h.get("host") == "a"
 

@@ -131,8 +131,11 @@ def test_a_message_before_a_bad_frame_is_handed_out_then_the_connection_fails():
 
 def test_too_many_fragments_is_1009():
     s = session(fragments=3)
-    s.receive_data(client(Opcode.BINARY, b"a", fin=False) + client(Opcode.CONTINUATION, b"b", fin=False)
-                   + client(Opcode.CONTINUATION, b"c", fin=False))
+    s.receive_data(
+        client(Opcode.BINARY, b"a", fin=False)
+        + client(Opcode.CONTINUATION, b"b", fin=False)
+        + client(Opcode.CONTINUATION, b"c", fin=False)
+    )
     assert not s.failed
     s.receive_data(client(Opcode.CONTINUATION, b"d"))
     assert s.failed and s.close_code == 1009 and "3 fragments" in s.close_reason

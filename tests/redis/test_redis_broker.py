@@ -70,7 +70,9 @@ def test_two_processes_share_ids_history_and_delivery(redis_server, brokers) -> 
     assert a.history(r) == b.history(r) == sent
 
 
-def test_one_pubsub_connection_per_process_subscribed_to_local_rooms_only(redis_server, brokers) -> None:
+def test_one_pubsub_connection_per_process_subscribed_to_local_rooms_only(
+    redis_server, brokers
+) -> None:
     b = make(redis_server, brokers)
     rooms = [room() for _ in range(5)]
     subs = [b.subscribe(r, lambda e: None) for r in rooms]
@@ -81,7 +83,12 @@ def test_one_pubsub_connection_per_process_subscribed_to_local_rooms_only(redis_
     assert sum(1 for c in clients if int(c.get("sub", 0)) > 0) == 1
     for s in subs[:3]:
         b.unsubscribe(s)
-    wait_for(lambda: {c.decode() for c in cli.pubsub_channels("wsapp:c:*")} == {f"wsapp:c:{r}" for r in rooms[3:]})
+    wait_for(
+        lambda: (
+            {c.decode() for c in cli.pubsub_channels("wsapp:c:*")}
+            == {f"wsapp:c:{r}" for r in rooms[3:]}
+        )
+    )
 
 
 def test_outage_fails_fast_then_recovers_with_delivery_and_history(redis_server, brokers) -> None:
@@ -115,7 +122,9 @@ def test_outage_fails_fast_then_recovers_with_delivery_and_history(redis_server,
     assert a.members(r) == [Member("m-1", "ann")]  # presence restored from local state
 
 
-def test_reconnect_delivers_what_was_published_while_the_listener_was_away(redis_server, brokers) -> None:
+def test_reconnect_delivers_what_was_published_while_the_listener_was_away(
+    redis_server, brokers
+) -> None:
     a = make(redis_server, brokers, backoff_min=0.3)
     b = make(redis_server, brokers)
     r = room()
@@ -185,7 +194,11 @@ def test_presence_of_a_dead_process_expires_and_survivors_hear_leave(redis_serve
     wait_for(lambda: [m.name for m in alive.members(r)] == ["ann"], ttl + 1.0, "dead members gone")
     assert time.monotonic() - died <= ttl + 0.5
     assert {x.room: x.members for x in alive.rooms()}[r] == 1
-    wait_for(lambda: {e.member.id for e in events if e.kind == "leave"} == {"d-1", "d-2"}, ttl * 2 + 1, "leave events")
+    wait_for(
+        lambda: {e.member.id for e in events if e.kind == "leave"} == {"d-1", "d-2"},
+        ttl * 2 + 1,
+        "leave events",
+    )
 
 
 def test_live_presence_survives_many_ttls(redis_server, brokers) -> None:

@@ -35,7 +35,9 @@ def connect(
     if source is None:
         return RawWS.connect(srv.url(path), headers=headers, timeout=timeout)
     key = rawws.new_key()
-    sock = socket.create_connection((srv.host, srv.port), timeout=timeout, source_address=(source, 0))
+    sock = socket.create_connection(
+        (srv.host, srv.port), timeout=timeout, source_address=(source, 0)
+    )
     try:
         sock.sendall(rawws.handshake_request(srv.host, srv.port, path, key=key, headers=headers))
         buf = bytearray()
@@ -49,7 +51,9 @@ def connect(
     return RawWS(sock, resp, key, bytes(buf))
 
 
-def handshake_status(srv: ServerProcess, path: str = "/echo", headers: dict[str, str] | None = None, **kw) -> int:
+def handshake_status(
+    srv: ServerProcess, path: str = "/echo", headers: dict[str, str] | None = None, **kw
+) -> int:
     """Status of an upgrade attempt (101, or the refusal code); the socket is closed after."""
     try:
         ws = connect(srv, path, headers=headers, **kw)
@@ -59,11 +63,19 @@ def handshake_status(srv: ServerProcess, path: str = "/echo", headers: dict[str,
     return 101
 
 
-def refusal(srv: ServerProcess, path: str = "/echo", headers: dict[str, str] | None = None, source: str | None = None, timeout: float = TIMEOUT) -> rawws.HTTPResponse:
+def refusal(
+    srv: ServerProcess,
+    path: str = "/echo",
+    headers: dict[str, str] | None = None,
+    source: str | None = None,
+    timeout: float = TIMEOUT,
+) -> rawws.HTTPResponse:
     """The HTTP answer to an upgrade request that must be refused (body read in full)."""
     request = rawws.handshake_request(srv.host, srv.port, path, headers=headers)
     deadline = time.monotonic() + timeout
-    with socket.create_connection((srv.host, srv.port), timeout=timeout, source_address=(source, 0) if source else None) as sock:
+    with socket.create_connection(
+        (srv.host, srv.port), timeout=timeout, source_address=(source, 0) if source else None
+    ) as sock:
         sock.sendall(request)
         buf = bytearray()
         resp = rawws._parse_head(rawws._read_http_head(sock, buf, deadline))
@@ -163,7 +175,11 @@ def gunicorn_workers() -> Iterator[ServerProcess]:
     """gunicorn with two worker processes (multiprocess metrics) and a 1 s handshake timeout."""
     from tests.support.redis_server import shared_redis
 
-    env = {"WSAPP_HANDSHAKE_TIMEOUT": "1", "WSAPP_REDIS_URL": shared_redis().url, "WSAPP_WORKERS": "2"}
+    env = {
+        "WSAPP_HANDSHAKE_TIMEOUT": "1",
+        "WSAPP_REDIS_URL": shared_redis().url,
+        "WSAPP_WORKERS": "2",
+    }
     with running_server("gunicorn", env=env) as srv:
         yield srv
 
@@ -171,7 +187,9 @@ def gunicorn_workers() -> Iterator[ServerProcess]:
 STRICT_ORIGIN = {"Origin": "https://app.example.com"}
 
 
-def token_for(srv: ServerProcess, rooms: list[str], name: str, ttl: float = 60, now: float | None = None) -> str:
+def token_for(
+    srv: ServerProcess, rooms: list[str], name: str, ttl: float = 60, now: float | None = None
+) -> str:
     from wsapp.settings import Settings
     from wsapp.tokens import issue_token
 

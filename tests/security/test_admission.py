@@ -30,13 +30,21 @@ from .conftest import (
 def test_same_origin_and_originless_clients_are_accepted(hostile_server):
     srv = hostile_server
     assert handshake_status(srv, headers={"Origin": f"http://{srv.host}:{srv.port}"}) == 101
-    assert handshake_status(srv, headers={"Origin": f"HTTP://{srv.host.upper()}:{srv.port}/"}) == 101
+    assert (
+        handshake_status(srv, headers={"Origin": f"HTTP://{srv.host.upper()}:{srv.port}/"}) == 101
+    )
     assert handshake_status(srv) == 101  # no Origin: CLI clients, other servers
 
 
 @pytest.mark.parametrize(
     "origin",
-    ["http://evil.example", "http://127.0.0.1:1", "null", "http://127.0.0.1.evil.example:{port}", "garbage"],
+    [
+        "http://evil.example",
+        "http://127.0.0.1:1",
+        "null",
+        "http://127.0.0.1.evil.example:{port}",
+        "garbage",
+    ],
 )
 def test_cross_origin_handshake_is_403_with_a_log_line(hostile_server, origin):
     srv = hostile_server
@@ -48,19 +56,29 @@ def test_cross_origin_handshake_is_403_with_a_log_line(hostile_server, origin):
 
 
 def test_cross_origin_is_refused_on_chat_too(hostile_server):
-    assert refusal(hostile_server, "/chat/lobby", headers={"Origin": "https://evil.example"}).status == 403
+    assert (
+        refusal(hostile_server, "/chat/lobby", headers={"Origin": "https://evil.example"}).status
+        == 403
+    )
 
 
 # --- origin list, Origin required, tokens (strict_server) -------------------------------
 
 
-@pytest.mark.parametrize("origin", ["https://app.example.com", "https://APP.example.com:443", "http://localhost:8080"])
+@pytest.mark.parametrize(
+    "origin", ["https://app.example.com", "https://APP.example.com:443", "http://localhost:8080"]
+)
 def test_listed_origins_are_accepted(strict_server, origin):
     token = token_for(strict_server, ["lobby"], "alice")
-    assert handshake_status(strict_server, f"/chat/lobby?token={token}", headers={"Origin": origin}) == 101
+    assert (
+        handshake_status(strict_server, f"/chat/lobby?token={token}", headers={"Origin": origin})
+        == 101
+    )
 
 
-@pytest.mark.parametrize("origin", ["http://app.example.com", "https://app.example.com:8443", "https://evil.example"])
+@pytest.mark.parametrize(
+    "origin", ["http://app.example.com", "https://app.example.com:8443", "https://evil.example"]
+)
 def test_unlisted_origins_are_403(strict_server, origin):
     assert refusal(strict_server, "/echo", headers={"Origin": origin}).status == 403
 
@@ -79,7 +97,15 @@ def test_star_allows_any_origin():
 
 @pytest.mark.parametrize(
     "query",
-    ["", "?name=alice", "?token=", "?token=not-a-token", "?token={other_room}", "?token={expired}", "?token={forged}"],
+    [
+        "",
+        "?name=alice",
+        "?token=",
+        "?token=not-a-token",
+        "?token={other_room}",
+        "?token={expired}",
+        "?token={forged}",
+    ],
 )
 def test_bad_or_missing_token_is_401(strict_server, query):
     from wsapp.settings import Settings
@@ -122,7 +148,9 @@ def test_chat_rate_limit_closes_1008(strict_server):
     with ws:
         chat_events(ws, "hello")
         for i in range(20):
-            if not ws.try_send(__import__("tests.support.rawws", fromlist=["x"]).encode_frame(1, f"m{i}".encode())):
+            if not ws.try_send(
+                __import__("tests.support.rawws", fromlist=["x"]).encode_frame(1, f"m{i}".encode())
+            ):
                 break
         code, reason = ws.expect_close(1008, timeout=3, allow_data=True)
         assert "rate limit" in reason
@@ -153,7 +181,14 @@ def test_echo_is_not_rate_limited(strict_server):
 
 @pytest.fixture(scope="module")
 def limits_server():
-    with running_server("serve", env={"WSAPP_MAX_CONN_PER_IP": "3", "WSAPP_MAX_CONNECTIONS": "5", "WSAPP_PING_INTERVAL": "0"}) as srv:
+    with running_server(
+        "serve",
+        env={
+            "WSAPP_MAX_CONN_PER_IP": "3",
+            "WSAPP_MAX_CONNECTIONS": "5",
+            "WSAPP_PING_INTERVAL": "0",
+        },
+    ) as srv:
         yield srv
 
 
@@ -209,7 +244,9 @@ def test_forwarded_for_is_used_only_through_trusted_proxies():
         finally:
             a.close()
             b.close()
-    with running_server("serve", env={"WSAPP_MAX_CONN_PER_IP": "1", "WSAPP_PING_INTERVAL": "0"}) as srv:
+    with running_server(
+        "serve", env={"WSAPP_MAX_CONN_PER_IP": "1", "WSAPP_PING_INTERVAL": "0"}
+    ) as srv:
         a = connect(srv, headers={"X-Forwarded-For": "203.0.113.7"})
         try:  # no trusted proxy: the header is the client's word, the socket peer counts
             assert refusal(srv, headers={"X-Forwarded-For": "203.0.113.8"}).status == 429

@@ -32,7 +32,9 @@ def _drain_until_closed(ws, timeout: float) -> list:
         except ConnectionClosedNoFrame:
             return got
         except TimeoutError:
-            raise AssertionError(f"server kept the connection open over {timeout}s; frames {got[-3:]}") from None
+            raise AssertionError(
+                f"server kept the connection open over {timeout}s; frames {got[-3:]}"
+            ) from None
 
 
 # --- the cases: each returns after checking the server's answer ------------------------
@@ -265,4 +267,6 @@ def test_memory_does_not_grow_across_hostile_rounds(hostile_server):
     wait_connections(hostile_server, 0)
     after = rss_kib(pid)
     growth = after - before
-    assert growth < 4096, f"RSS grew {growth} KiB over 6 rounds (before {before}, samples {samples}, after {after})"
+    assert growth < 4096, (
+        f"RSS grew {growth} KiB over 6 rounds (before {before}, samples {samples}, after {after})"
+    )

@@ -54,7 +54,11 @@ def test_peer_that_never_answers_pings_is_dropped_and_leaves_the_room(keepalive_
         # Presence, as the API sees it, no longer lists the zombie; the watcher stays.
         rooms = json.loads(http_get(srv, "/api/rooms")[1])["rooms"]
         members = next(r["members"] for r in rooms if r["room"] == "alive")
-        names = [m["name"] if isinstance(m, dict) else m for m in members] if isinstance(members, list) else members
+        names = (
+            [m["name"] if isinstance(m, dict) else m for m in members]
+            if isinstance(members, list)
+            else members
+        )
         assert "zombie" not in str(names)
         assert watcher.server_pings, "the live client was pinged too"
 
@@ -103,7 +107,11 @@ def test_metrics_single_process(keepalive_server):
     # The test above dropped a zombie: a keepalive timeout, closed 1011.
     assert metric_value(after, "wsapp_keepalive_timeouts_total") >= 1
     assert metric_value(after, "wsapp_fanout_seconds_count") >= 1  # chat join/leave events
-    for family in ("wsapp_slow_consumer_drops_total", "wsapp_broker_errors_total", "wsapp_fanout_seconds_bucket"):
+    for family in (
+        "wsapp_slow_consumer_drops_total",
+        "wsapp_broker_errors_total",
+        "wsapp_fanout_seconds_bucket",
+    ):
         assert f"# TYPE {family.removesuffix('_total').removesuffix('_bucket')}" in after
 
 
@@ -121,7 +129,11 @@ def test_metrics_count_slow_consumers(keepalive_server):
         for i in range(400):
             sender.send_text(text)
             chat_events(sender, "message")  # the sender reads its own copy
-            if i % 20 == 0 and metric_value(_scrape(srv), "wsapp_slow_consumer_drops_total", endpoint="chat") > before:
+            if (
+                i % 20 == 0
+                and metric_value(_scrape(srv), "wsapp_slow_consumer_drops_total", endpoint="chat")
+                > before
+            ):
                 break
             assert time.monotonic() < deadline, "no slow-consumer drop counted"
     srv.wait_for_log("slow consumer")
@@ -172,7 +184,9 @@ def test_metrics_across_gunicorn_workers(gunicorn_workers):
         time.sleep(0.1)
     for _ in range(6):  # whichever worker answers
         text = _scrape(srv)
-        assert metric_value(text, "wsapp_messages_total", endpoint="echo", direction="in") >= messages
+        assert (
+            metric_value(text, "wsapp_messages_total", endpoint="echo", direction="in") >= messages
+        )
         assert metric_value(text, "wsapp_connections_open", endpoint="echo") == 0
 
 

@@ -87,7 +87,8 @@ def test_chat_token_name():
         ("https://app.example.com", "h", ("https://app.example.com",), False, "http", True),
         ("https://app.example.com:443", "h", ("https://app.example.com",), False, "http", True),
         ("http://app.example.com", "h", ("https://app.example.com",), False, "http", False),
-        ("https://h", "h", ("https://app.example.com",), False, "https", False),  # a list replaces same-origin
+        # a list replaces same-origin
+        ("https://h", "h", ("https://app.example.com",), False, "https", False),
         ("null", "h", ("*",), False, "http", True),
         (None, "h", ("*",), True, "http", False),
     ],
@@ -110,7 +111,11 @@ def test_forwarded_values():
     assert admission.forwarded_value("1.1.1.1, 2.2.2.2", 2) == "1.1.1.1"
     assert admission.forwarded_value("2.2.2.2", 2) is None
     assert admission.forwarded_value(None, 1) is None
-    env = {"HTTP_X_FORWARDED_FOR": "6.6.6.6, 1.2.3.4", "HTTP_X_FORWARDED_HOST": "example.com", "HTTP_HOST": "backend:8000"}
+    env = {
+        "HTTP_X_FORWARDED_FOR": "6.6.6.6, 1.2.3.4",
+        "HTTP_X_FORWARDED_HOST": "example.com",
+        "HTTP_HOST": "backend:8000",
+    }
     assert admission.client_ip(env, "127.0.0.1", 0) == "127.0.0.1"
     assert admission.client_ip(env, "127.0.0.1", 1) == "1.2.3.4"
     assert admission.request_host(env, 0) == "backend:8000"

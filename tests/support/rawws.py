@@ -86,7 +86,10 @@ class Frame:
         name = OP_NAMES.get(self.opcode, hex(self.opcode))
         shown = self.payload[:40]
         more = "..." if len(self.payload) > 40 else ""
-        return f"Frame({name}, fin={self.fin}, rsv={self.rsv}, len={len(self.payload)}, {shown!r}{more})"
+        return (
+            f"Frame({name}, fin={self.fin}, rsv={self.rsv}, len={len(self.payload)}, "
+            f"{shown!r}{more})"
+        )
 
 
 @dataclass
@@ -441,12 +444,14 @@ class RawWS:
             except ConnectionResetError:
                 self.tcp_closed = True
                 raise ConnectionClosedNoFrame(
-                    f"TCP reset by server (no close frame; {len(self._buf)} bytes of a partial frame)"
+                    f"TCP reset by server (no close frame; "
+                    f"{len(self._buf)} bytes of a partial frame)"
                 ) from None
             if not chunk:
                 self.tcp_closed = True
                 raise ConnectionClosedNoFrame(
-                    f"TCP closed by server without a close frame ({len(self._buf)} bytes of a partial frame)"
+                    f"TCP closed by server without a close frame "
+                    f"({len(self._buf)} bytes of a partial frame)"
                 )
             self._buf += chunk
 
@@ -545,7 +550,8 @@ class RawWS:
         got = self.recv_message(timeout)
         if got != want:
             raise WSError(
-                f"echo mismatch: sent {want[0]}/{len(want[1])} bytes, got {got[0]}/{len(got[1])} bytes"
+                f"echo mismatch: sent {want[0]}/{len(want[1])} bytes, "
+                f"got {got[0]}/{len(got[1])} bytes"
             )
 
     # ---- closing
@@ -573,7 +579,8 @@ class RawWS:
                 self.tcp_closed = True
                 if extra:
                     raise ProtocolViolation(
-                        f"server sent {len(extra)} bytes after its close frame: {bytes(extra[:60])!r}"
+                        f"server sent {len(extra)} bytes after its close frame: "
+                        f"{bytes(extra[:60])!r}"
                     )
                 return
             extra += chunk

@@ -39,8 +39,14 @@ class RedisServer:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)],
+            [
+                REDIS_SERVER,
+                "--port", str(self.port),
+                "--bind", self.host,
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.dir),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -48,7 +54,9 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"redis-server exited: {(self.dir / 'redis.log').read_text()[-2000:]}"
+                )
             if self.ping():
                 return self
             time.sleep(0.02)

@@ -31,7 +31,10 @@ def init_app(app: Flask, settings: Settings, broker: Broker | None = None) -> Hu
     from wsapp.engine.fanout import send_to_all
 
     hub = Hub(
-        broker, history=settings.history, queue_limit=settings.send_queue_bytes, send_to_all=send_to_all
+        broker,
+        history=settings.history,
+        queue_limit=settings.send_queue_bytes,
+        send_to_all=send_to_all,
     )
     state = get_state(app)
     state.broker = broker

@@ -43,7 +43,8 @@ def refuse(reason: str, status: int = 400):
         status, logsafe.escape(reason), logsafe.escape(request.remote_addr, 64),
         logsafe.escape(request.path),
     )
-    return reason + "\n", status, {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
+    headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
+    return reason + "\n", status, headers
 
 
 class MessageHandler:
@@ -78,8 +79,11 @@ class MessageHandler:
         conn, bucket = self.conn, self.bucket
         for message in batch:
             if bucket is not None and not bucket.allow():
-                conn.close_nowait(admission.RATE_LIMIT_CLOSE_CODE, admission.RATE_LIMIT_CLOSE_REASON,
-                                  CloseCause.RATE_LIMIT)
+                conn.close_nowait(
+                    admission.RATE_LIMIT_CLOSE_CODE,
+                    admission.RATE_LIMIT_CLOSE_REASON,
+                    CloseCause.RATE_LIMIT,
+                )
                 return
             if not isinstance(message, str):
                 conn.close_nowait(CLOSE_UNSUPPORTED, "binary messages are not supported in chat")

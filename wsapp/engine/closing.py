@@ -67,7 +67,10 @@ class ClosingMixin:
             self.wait_closed()
 
     def close_nowait(
-        self, code: int = CloseCode.NORMAL, message: str | bytes = "", cause: CloseCause | None = None
+        self,
+        code: int = CloseCode.NORMAL,
+        message: str | bytes = "",
+        cause: CloseCause | None = None,
     ) -> None:
         """Send the close frame (after what is queued) and return; the reader completes the
         handshake. `cause` is recorded for metrics (default: from the code)."""
@@ -124,7 +127,8 @@ class ClosingMixin:
             if self.session.failed and not self.session.close_received:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_WR)
-                with gevent.Timeout(self.settings.close_timeout, False), contextlib.suppress(OSError):
+                linger = gevent.Timeout(self.settings.close_timeout, False)
+                with linger, contextlib.suppress(OSError):
                     while sock.recv(READ_SIZE):
                         pass
             self.session.receive_eof()

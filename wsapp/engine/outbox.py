@@ -80,7 +80,9 @@ class Outbox:
 
     # --- the write path --------------------------------------------------------------
 
-    def write(self, frames: list[bytes] | tuple[bytes, ...], count: int = 1, wait: bool = False) -> bool:
+    def write(
+        self, frames: list[bytes] | tuple[bytes, ...], count: int = 1, wait: bool = False
+    ) -> bool:
         """Send `frames` (`count` of them are messages, for the counters) in order.
 
         Returns False if the socket is gone. Over budget, `wait=True` blocks until the

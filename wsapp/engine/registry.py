@@ -136,7 +136,9 @@ class Registry:
 
     def flush_one(self, ws: WebSocket, track: list) -> None:
         mi, mo, bi, bo = ws.messages_in, ws.messages_out, ws.bytes_in, ws.bytes_out
-        self.sink.record_traffic(track[0], mi - track[1], mo - track[2], bi - track[3], bo - track[4])
+        self.sink.record_traffic(
+            track[0], mi - track[1], mo - track[2], bi - track[3], bo - track[4]
+        )
         track[1:] = [mi, mo, bi, bo]
 
     def flush_metrics(self) -> None:
@@ -157,7 +159,9 @@ class Registry:
 
     # --- shutdown ------------------------------------------------------------------------
 
-    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
+    def close_all(
+        self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down"
+    ) -> int:
         """Close every open socket with `code` (1001) and wait for the handshakes; how many."""
         self.shutting_down = True
         targets = [ws for ws in list(self.sockets) if ws.state.name == "OPEN"]

@@ -63,13 +63,14 @@ Handle = Callable[[list], "list[bytes] | None"]
 
 
 class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
-    """One server-side WebSocket; created by `WsappHandler`, found at `environ["wsgi.websocket"]`."""
+    """One server-side WebSocket: made by `WsappHandler`, at `environ["wsgi.websocket"]`."""
 
     # Slots keep an idle connection small; "__dict__" still admits ad-hoc attributes.
     __slots__ = (
         "settings", "id", "peer", "peer_ip", "_socket", "_rfile", "session", "outbox", "_inbox",
         "_inbox_bytes", "_inbox_event", "_resume", "_reader", "_handle", "_on_end", "_closed_event",
-        "opened_at", "last_received", "messages_in", "bytes_in", "detached", "_ended", "_close_wait",
+        "opened_at", "last_received", "messages_in", "bytes_in", "detached", "_ended",
+        "_close_wait",
         "end_hook", "_held",
         "__dict__", "__weakref__",
     )
@@ -292,7 +293,9 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
             pass
         except Exception:
             log.exception("error in WebSocket handler (conn %s)", self.id)
-            self._close_now(CloseCode.INTERNAL_ERROR, "internal server error", CloseCause.INTERNAL_ERROR)
+            self._close_now(
+                CloseCode.INTERNAL_ERROR, "internal server error", CloseCause.INTERNAL_ERROR
+            )
         finally:
             self._end_tcp()
             self._end()
@@ -352,7 +355,7 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
             raise ConnectionClosed(self.session.close_code, self.session.close_reason)
 
     def send_frame(self, frame: bytes) -> bool:
-        """Queue one pre-encoded frame; never blocks. False if closed (or now closed as too slow)."""
+        """Queue one pre-encoded frame; never blocks. False if closed (or now, as too slow)."""
         if self.session.state is not State.OPEN:
             return False
         return self.outbox.write((frame,), 1)  # type: ignore[union-attr]

@@ -1,10 +1,10 @@
 """The header block of an HTTP request, parsed without the `email` package (no I/O here).
 
-pywsgi parses request headers with `http.client.parse_headers`, i.e. the `email` parser:
-about 31 us for a 7-line WebSocket handshake against about 6 us here (`python -m
-bench.open_costs`). It is also lax where a server should not be: a line without a colon
-silently ends the headers (the rest is dropped), whitespace before the colon is
-accepted, and an obs-fold continuation stays inside the value as CRLF + space.
+pywsgi parses request headers with `http.client.parse_headers`, i.e. the `email` parser,
+several times slower than this module on a handshake head (figures in docs/performance.md,
+`python -m bench.open_costs`). It is also lax where a server should not be: a line
+without a colon silently ends the headers (the rest is dropped), whitespace before the
+colon is accepted, and an obs-fold continuation stays inside the value as CRLF + space.
 `parse_header_lines` applies RFC 9112 instead: 400 for a malformed line
 (`BadHeaderLine`), for a control character other than HTAB in a value (NUL, a bare CR,
 ESC: RFC 9110 5.5) and for a second Host line (RFC 9112 3.2), obs-fold replaced by a space

@@ -139,7 +139,9 @@ class Session:
         if self.state is State.CLOSED:
             return
         if not self.close_received and self.close_code is None:
-            self._set_close(CloseCode.ABNORMAL, "connection lost", "client", CloseCause.CONNECTION_LOST)
+            self._set_close(
+                CloseCode.ABNORMAL, "connection lost", "client", CloseCause.CONNECTION_LOST
+            )
         elif not self.close_received and self.cause is None:
             self.cause = CloseCause.CONNECTION_LOST
         self.state = State.CLOSED
