@@ -42,6 +42,11 @@ WSAPP_BENCH_ENV = {
 }
 
 KINDS = ("stock", "wsapp", "gunicorn", "ceiling")
+#: A checkout of an earlier commit (BENCH_BASELINE=/path, C modules built there), served
+#: as kind "baseline" the way "wsapp" is: before/after figures in one run. Not a WSAPP_*
+#: name: the servers refuse unknown WSAPP_* variables.
+BASELINE = os.environ.get("BENCH_BASELINE", "")
+EXTRA_KINDS = ("baseline",)
 
 
 def raise_nofile(wanted: int) -> tuple[int, int]:
@@ -64,7 +69,7 @@ def command(kind: str, port: int) -> list[str]:
         return [PYTHON, "-m", "bench.stock_server", "--port", str(port)]
     if kind == "ceiling":
         return [PYTHON, "-m", "bench.tcp_echo", "--port", str(port)]
-    if kind == "wsapp":
+    if kind in ("wsapp", "baseline"):
         return [PYTHON, "-m", "wsapp", "serve", "--host", HOST, "--port", str(port)]
     if kind == "gunicorn":
         return [GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"), "-b", f"{HOST}:{port}", "wsgi:app"]
@@ -73,6 +78,10 @@ def command(kind: str, port: int) -> list[str]:
 
 def available(kind: str) -> str | None:
     """None if this server can run here, else why not (wsapp is written concurrently)."""
+    if kind == "baseline":
+        if not BASELINE or not (Path(BASELINE) / "wsapp" / "__main__.py").exists():
+            return "set BENCH_BASELINE to a checkout of an earlier commit"
+        return None
     if kind in ("wsapp", "gunicorn") and not (ROOT / "wsapp" / "__main__.py").exists():
         return "wsapp/__main__.py not found"
     if kind == "gunicorn" and not (ROOT / "gunicorn.conf.py").exists():
@@ -134,14 +143,15 @@ def _ready(kind: str, port: int) -> bool:
 def start(kind: str, log_dir: Path, nofile: tuple[int, int], extra_env: dict[str, str] | None = None) -> Server:
     """Spawn one server pinned to CPU 0 with the file limit raised; wait until it answers."""
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
-    if kind in ("wsapp", "gunicorn"):
+    root = Path(BASELINE) if kind == "baseline" else ROOT
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(root)}
+    if kind in ("wsapp", "gunicorn", "baseline"):
         env.update(WSAPP_BENCH_ENV)
     env.update(extra_env or {})
     log_path = log_dir / f"{kind}-{port}.log"
     argv = [*PRIORITY, "taskset", "-c", SERVER_CPU, "prlimit", f"--nofile={nofile[0]}:{nofile[1]}", *command(kind, port)]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     server = Server(kind, port, proc, log_path)
     deadline = time.monotonic() + 20

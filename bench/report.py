@@ -10,9 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-SERVER_COLUMNS = [("stock", "stock"), ("wsapp", "wsapp serve"), ("gunicorn", "wsapp gunicorn"),
+SERVER_COLUMNS = [("stock", "stock"), ("baseline", "wsapp before"), ("wsapp", "wsapp serve"),
+                  ("gunicorn", "wsapp gunicorn"),
                   ("ceiling", "TCP ceiling")]
-COLORS = {"stock": "tab:blue", "wsapp": "tab:orange", "gunicorn": "tab:green", "ceiling": "tab:red"}
+COLORS = {"baseline": "tab:gray", "stock": "tab:blue", "wsapp": "tab:orange",
+          "gunicorn": "tab:green", "ceiling": "tab:red"}
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -195,11 +197,14 @@ def _ratio(a: float | str | None, b: float | str | None) -> str:
 def table(rows: list[dict]) -> str:
     present = [k for k, _ in SERVER_COLUMNS if any(r["server"] == k for r in rows)]
     heads = [title for k, title in SERVER_COLUMNS if k in present]
+    against = ["stock", "ceiling"] + (["baseline"] if "baseline" in present else [])
     out = [
         "| scenario | case | metric | better | "
         + " | ".join(heads)
-        + " | wsapp/stock | wsapp/ceiling |",
-        "|---|---|---|---|" + "---:|" * (len(heads) + 2),
+        + " | "
+        + " | ".join(f"wsapp/{'before' if k == 'baseline' else k}" for k in against)
+        + " |",
+        "|---|---|---|---|" + "---:|" * (len(heads) + len(against)),
     ]
     for metric in METRICS:
         for case in _cases(rows, metric):
@@ -212,13 +217,15 @@ def table(rows: list[dict]) -> str:
                 else ("higher" if metric.higher_is_better else "lower")
             )
             cells = [_fmt(vals[k]) for k in present]
-            ratios = ["", ""]
+            ratios = [""] * len(against)
             if metric.higher_is_better is not None:  # e.g. a settle time: no better side, no ratio
-                ratios = [_ratio(vals.get("wsapp"), vals.get(k)) for k in ("stock", "ceiling")]
+                ratios = [_ratio(vals.get("wsapp"), vals.get(k)) for k in against]
             out.append(
                 f"| {metric.scenario} | {case} | {metric.label} | {better} | "
                 + " | ".join(cells)
-                + f" | {ratios[0]} | {ratios[1]} |"
+                + " | "
+                + " | ".join(ratios)
+                + " |"
             )
     return "\n".join(out)
 

@@ -44,16 +44,21 @@ def _run_cases(cfg: Config, scenario: str, servers: tuple[str, ...], cases: list
     """Each server fresh per attempt, every case against it; keep the least disturbed attempt.
 
     The machine is shared, so each case runs `cfg.repeat` times and the attempt during which
-    other processes used the least CPU is reported (all attempts stay in the JSON)."""
+    other processes used the least CPU is reported (all attempts stay in the JSON). Attempts
+    go round the servers (stock, wsapp, stock, wsapp, ...) so that a slow phase of the
+    machine falls on all of them alike."""
+    best: dict[tuple[str, str], Row] = {}
+    attempts: dict[tuple[str, str], list[dict]] = {}
+    runnable: list[str] = []
     rows: list[Row] = []
     for kind in servers:
         if reason := available(kind):
             rows += [{"scenario": scenario, "case": case, "server": kind, "skipped": reason} for case, _ in cases]
             print(f"  {scenario:11} {kind:9} skipped: {reason}", flush=True)
-            continue
-        best: dict[str, Row] = {}
-        attempts: dict[str, list[dict]] = {case: [] for case, _ in cases}
-        for attempt in range(cfg.repeat):
+        else:
+            runnable.append(kind)
+    for attempt in range(cfg.repeat):
+        for kind in runnable:
             try:
                 with running(kind, cfg.log_dir, cfg.nofile) as server:
                     for case, job in cases:
@@ -64,17 +69,20 @@ def _run_cases(cfg: Config, scenario: str, servers: tuple[str, ...], cases: list
                             row["skipped"] = str(exc)
                         except Exception as exc:  # noqa: BLE001 - recorded in the report instead
                             row["error"] = f"{type(exc).__name__}: {exc}"
-                        attempts[case].append(row.get("result") or {"error": row.get("error", row.get("skipped"))})
-                        if case not in best or _rank(row) < _rank(best[case]):
-                            best[case] = row
+                        key = (kind, case)
+                        attempts.setdefault(key, []).append(
+                            row.get("result") or {"error": row.get("error", row.get("skipped"))})
+                        if key not in best or _rank(row) < _rank(best[key]):
+                            best[key] = row
                         print(f"  {scenario:11} {case:28} {kind:9} {summary(row)}", flush=True)
             except RuntimeError as exc:
                 for case, _ in cases:
-                    best.setdefault(case, {"scenario": scenario, "case": case, "server": kind,
-                                           "error": str(exc)[:400]})
+                    best.setdefault((kind, case), {"scenario": scenario, "case": case, "server": kind,
+                                                   "error": str(exc)[:400]})
                 print(f"  {scenario:11} {kind:9} could not start: {str(exc)[:200]}", flush=True)
+    for kind in runnable:
         for case, _ in cases:
-            rows.append({**best[case], "attempts": attempts[case]})
+            rows.append({**best[(kind, case)], "attempts": attempts.get((kind, case), [])})
     return rows
 
 

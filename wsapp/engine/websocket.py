@@ -311,10 +311,15 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
         its replies (pongs), the messages, then a close reply held behind them."""
         session = self.session
         parser = session.parser
-        if len(data) > SLICE and (parser.in_message or parser.pending() or not data[0] & 0x80):
+        if (
+            len(data) > SLICE
+            and parser.payload_due() < len(data)
+            and (parser.in_message or parser.pending() or not data[0] & 0x80)
+        ):
             # The slow path (fragments, partial frames; a frame without FIN starts a
-            # fragmented message) costs more per byte: let other connections run between
-            # slices.
+            # fragmented message) costs more per frame: let other connections run between
+            # slices. Not when the read is the middle of one large payload: that is a
+            # single unmask and append.
             for start in range(0, len(data), SLICE):
                 if start:
                     gevent.idle()

@@ -193,6 +193,10 @@ class Parser:
         """Bytes of an incomplete frame are buffered, or a frame's payload is still due."""
         return bool(self._buf) or self._opcode is not None
 
+    def payload_due(self) -> int:
+        """Payload bytes of the current frame not received yet (0 between frames)."""
+        return self._remaining if self._opcode is not None else 0
+
     def feed(self, data: bytes) -> list[Event]:
         """Events completed by `data`, in order.
 
