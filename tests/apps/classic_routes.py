@@ -41,8 +41,10 @@ def ticker():
 
 @app.route("/sleepy", websocket=True)
 def sleepy():
-    """Busy for 3 s before its first receive(); then echoes."""
+    """Accepts (its first send writes the 101), then is busy for 3 s before its first
+    receive(); then echoes."""
     ws = request.environ["wsgi.websocket"]
+    ws.send("ready")
     gevent.sleep(3)
     while (message := ws.receive()) is not None:
         ws.send(message)

@@ -115,6 +115,12 @@ class Outbox:
                     return True
             self.messages_out += count  # counted when handed over; the rest is on its way
             self.ready = False
+            if wait:
+                # A writer that may wait sends the rest itself (no greenlet to start), and
+                # what others queue meanwhile after it, in order.
+                self._writer = gevent.getcurrent()
+                self._drain()
+                return self._sock is not None
             self._writer = gevent.spawn(self._drain)
         else:
             size = 0

@@ -50,11 +50,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("wsapp.ws")
 
 READ_SIZE = 65536
-#: Bytes a reader handles before it lets other greenlets run (a flood of small frames
-#: must not hold the event loop); the slow parsing path (fragments) is fed in SLICE pieces.
-#: It waits with `gevent.idle()`, not `sleep(0)`: readers that keep yielding with sleep(0)
-#: keep the loop from polling sockets at all, so others' I/O would wait for the flood.
-YIELD_EVERY = 65536
+#: Seconds of work a reader does on reads that follow each other without waiting before
+#: it lets other greenlets run (a flood of small frames must not hold the event loop; a
+#: large message costs little per read and never gets there). The slow parsing path
+#: (fragments) is fed in SLICE pieces. Both wait with `gevent.idle()`, not `sleep(0)`:
+#: readers that keep yielding with sleep(0) keep the loop from polling sockets at all,
+#: so everyone else's I/O would wait for the flood.
+BUSY_YIELD = 0.005
+BACK_TO_BACK = 0.001  # a gap longer than this between two reads: the reader waited
 SLICE = 4096
 RFILE_CHUNK = 1024  # the size of the handler's rfile buffer (WsappHandler.__init__)
 
@@ -261,16 +264,21 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
     def _read_loop(self, data: bytes) -> None:
         session = self.session
         recv = self._socket.recv
-        since_yield = 0
+        busy = 0.0
+        done = 0.0
+        monotonic = time.monotonic
         try:
             while True:
                 if data:
                     self.bytes_in += len(data)
-                    self.last_received = time.monotonic()
+                    self.last_received = now = monotonic()
+                    if now - done > BACK_TO_BACK:
+                        busy = 0.0
                     self._feed(data)
-                    since_yield += len(data)
-                    if since_yield >= YIELD_EVERY:
-                        since_yield = 0
+                    done = monotonic()
+                    busy += done - now
+                    if busy > BUSY_YIELD:
+                        busy = 0.0
                         gevent.idle()
                 if session.close_expected() or session.state is State.CLOSED:
                     if session.failed and session.cause is not CloseCause.SLOW_CONSUMER:
