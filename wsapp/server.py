@@ -165,7 +165,7 @@ def serve(
             "gevent.monkey.patch_all() before any other import."
         )
     if app is None:
-        from wsapp import create_app
+        from wsapp.factory import create_app
 
         app = create_app(settings)
     server = make_server(app, host, port, settings=settings)
@@ -192,7 +192,7 @@ def run(target: str | None, settings: Settings, host: str | None, port: int | No
     prepare_process(settings)
     try:
         if target is None:
-            from wsapp import create_app
+            from wsapp.factory import create_app
 
             app = create_app(settings)
         else:
