@@ -50,12 +50,20 @@ def accept_key(key: str) -> str:
 def check_handshake(environ: Mapping[str, str], request_version: str) -> Rejection | None:
     """None if the upgrade request is valid, else the HTTP answer refusing it."""
     if environ.get("REQUEST_METHOD") != "GET":
-        return Rejection("405 Method Not Allowed", "WebSocket upgrade requires GET", (("Allow", "GET"),))
+        return Rejection(
+            "405 Method Not Allowed", "WebSocket upgrade requires GET", (("Allow", "GET"),)
+        )
     if request_version != "HTTP/1.1":
-        return Rejection("400 Bad Request", f"WebSocket upgrade requires HTTP/1.1, got {request_version}")
+        return Rejection(
+            "400 Bad Request", f"WebSocket upgrade requires HTTP/1.1, got {request_version}"
+        )
     version = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip()
     if version != SUPPORTED_VERSION:
-        what = f"unsupported Sec-WebSocket-Version {version!r}" if version else "missing Sec-WebSocket-Version"
+        what = (
+            f"unsupported Sec-WebSocket-Version {version!r}"
+            if version
+            else "missing Sec-WebSocket-Version"
+        )
         return Rejection("400 Bad Request", what, (("Sec-WebSocket-Version", SUPPORTED_VERSION),))
     key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
     if not key:
