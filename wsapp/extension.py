@@ -256,7 +256,8 @@ def _serve(route: _Route, ws: WebSocket, values: dict[str, Any]) -> Any:
         if result is not None:
             return result  # the view refused the handshake with an HTTP response
         ws.accept()
-    ws.close(CloseCode.NORMAL)  # no effect if already closing or closed
+    if not ws.detached:  # `ws.serve(handle)` moved the socket to its reader: it lives on
+        ws.close(CloseCode.NORMAL)  # no effect if already closing or closed
     return Response(status=200)
 
 

@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, abort, request
 import wsapp
 from wsapp import WebSockets
 from wsapp.metrics import bp as metrics_bp
+from wsapp.protocol.frames import encode_messages
 
 app = Flask(__name__)
 sockets = WebSockets(app)
@@ -108,6 +109,12 @@ def receive_timeout(ws):
     ws.send("ready")
     got = ws.receive(timeout=0.3)
     ws.send(f"timeout -> {got!r}, closed={ws.closed}")
+
+
+@sockets.route("/ext/served")
+def served(ws):
+    """Hands the socket to its reader (`serve`): the view returns, the echo goes on."""
+    ws.serve(encode_messages)
 
 
 @app.route("/classic/echo", websocket=True)

@@ -62,6 +62,14 @@ def test_echo_text_and_binary_byte_for_byte(srv, path):
             assert type(back) is type(message) and back == message
 
 
+def test_a_view_that_hands_the_socket_to_serve_is_not_closed(srv):
+    with connect(srv.url("/ext/served")) as ws:
+        for i in range(3):
+            time.sleep(0.1)  # long after the view returned
+            ws.send(f"m{i}")
+            assert ws.recv(timeout=5) == f"m{i}"
+
+
 @pytest.mark.parametrize(
     ("offer", "chosen"),
     [
