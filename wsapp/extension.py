@@ -33,6 +33,7 @@ The wrapper needs only the WebSocket in `environ["wsgi.websocket"]`, whatever pu
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -140,6 +141,8 @@ class WebSockets:
             raise ValueError("a WebSockets route is a websocket=True route")
 
         def decorator(view: View) -> View:
+            if inspect.iscoroutinefunction(view):
+                raise TypeError("WebSocket views are plain functions (they run in greenlets)")
             route = _Route(rule, view, names, limit, options)
             if blueprint is not None:
                 _register(blueprint, route)

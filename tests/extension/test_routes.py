@@ -14,6 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from tests.support.rawws import Op, RawWS, encode_frame
 from tests.support.servers import ServerProcess, running_server
 
 APP = "tests.extension.extapp:app"
@@ -108,6 +109,17 @@ def test_route_max_message_bytes_below_the_default(srv):
         assert ws.recv(timeout=5) == "a" * 1000
         ws.send(b"b" * 1001)
         assert closed_by_server(ws)[0] == 1009
+
+
+def test_route_limit_applies_to_frames_sent_with_the_handshake(srv):
+    """A frame in the same TCP write as the request is parsed with the route's limit too
+    (it is set before the reader starts): 1001 bytes to a 1000-byte route, close 1009."""
+    early = encode_frame(Op.BINARY, b"x" * 1001)
+    with RawWS.connect(srv.url("/ext/small"), early_data=early, timeout=5) as ws:
+        assert ws.expect_close(1009)[0] == 1009
+    with RawWS.connect(srv.url("/ext/small"), early_data=encode_frame(Op.TEXT, b"x" * 1000),
+                       timeout=5) as ws:
+        assert ws.recv_message() == (Op.TEXT, b"x" * 1000)
 
 
 def test_route_max_message_bytes_above_the_default(srv):

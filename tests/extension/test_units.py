@@ -89,6 +89,29 @@ def test_bad_route_options_fail_at_declaration(options, error):
         sockets.route("/x", **options)
 
 
+def test_async_views_are_refused():
+    sockets = WebSockets()
+
+    async def view(ws):
+        pass
+
+    with pytest.raises(TypeError):
+        sockets.route("/x")(view)
+
+
+def test_settings_given_to_the_extension_serve_the_connections():
+    from wsapp.engine import registry
+
+    before = registry.current().settings
+    try:
+        mine = Settings(max_message_bytes=4096, ping_interval=5.0)
+        sockets = WebSockets(Flask("configured"), settings=mine)
+        assert registry.current().settings is mine and sockets.settings is mine
+        assert WebSockets().settings is mine  # the process's, when none are given
+    finally:
+        registry.configure(before)
+
+
 def test_routes_reach_every_app_declared_before_or_after_init_app():
     sockets = WebSockets()
 
