@@ -1,7 +1,8 @@
-"""wsapp: raw WebSockets for Flask on gevent, gevent-websocket and gunicorn, done right.
+"""wsapp: WebSocket echo and chat on Flask + gevent + gevent-websocket, hardened.
 
-Public API: `create_app` (wsapp's own echo and chat app), `serve` (the embedded server for
-any WSGI app), `ConnectionClosed`, `Settings`; see docs/routes.md.
+Public API: `create_app` (wsapp's own echo and chat app), `WebSockets` (WebSocket routes for
+any Flask app, docs/routes.md), `ConnectionClosed` (sending on a closed connection), `serve`
+(the embedded server), `Settings` (the WSAPP_* settings).
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from wsapp.app import create_app
 from wsapp.engine.errors import ConnectionClosed
+from wsapp.extension import WebSockets
+from wsapp.factory import create_app
 from wsapp.logconfig import configure_logging
 from wsapp.settings import Settings
 
 __all__ = [
-    "ConnectionClosed", "Settings", "__version__", "configure_logging", "create_app", "serve",
+    "ConnectionClosed", "Settings", "WebSockets", "__version__", "configure_logging",
+    "create_app", "serve",
 ]
 
 #: The package version (pyproject.toml reads it from here).

@@ -82,6 +82,7 @@ def prepare_app(app: Any, settings: Settings | None = None) -> Settings:
 
     from wsapp import route_checks
     from wsapp.engine import registry
+    from wsapp.extension import install_close_handler
 
     extensions = getattr(app, "extensions", None)
     own_state = extensions.get(EXTENSION_KEY) if isinstance(extensions, dict) else None
@@ -92,6 +93,7 @@ def prepare_app(app: Any, settings: Settings | None = None) -> Settings:
         log.info("framing: %s", framing(settings))
     if isinstance(app, Flask):
         route_checks.install(app)
+        install_close_handler(app)  # ConnectionClosed leaving a view: a normal end
         _log_through_wsapp(app)
     return settings
 

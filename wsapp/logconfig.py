@@ -1,10 +1,12 @@
-"""wsapp's log format and the LogRecord fields it skips (process-wide)."""
+"""wsapp's log format and level, set once per process (`configure_logging`)."""
 
 from __future__ import annotations
 
 import logging
 
 from wsapp.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 
 
 def _lean_log_records() -> None:
@@ -22,13 +24,13 @@ def _lean_log_records() -> None:
 
 
 def configure_logging(settings: Settings) -> None:
+    """The "wsapp" logger at WSAPP_LOG_LEVEL, with one stream handler in wsapp's format
+    (unless one is there already: an embedding application's handler is kept)."""
     _lean_log_records()
     logger = logging.getLogger("wsapp")
     logger.setLevel(settings.log_level)
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
-        )
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logger.addHandler(handler)
         logger.propagate = False

@@ -102,9 +102,23 @@ FANOUT_SECONDS = Histogram(
 
 _ENDPOINTS = ("echo", "chat")
 
+#: Distinct route labels one process exports; sockets of further routes count as "other".
+#: Routes come from the application's code, not from clients, but an app that generates
+#: rules must not make the series grow without bound.
+MAX_ROUTE_LABELS = 32
+_route_labels: set[str] = set()
 
-def endpoint_of(path: str | None) -> str:
-    """Low-cardinality endpoint label from a request path."""
+
+def endpoint_of(path: str | None, route: str | None = None) -> str:
+    """Low-cardinality endpoint label: a `WebSockets` route's rule (e.g. "/rooms/<room>",
+    never the path a client asked for), wsapp's own "echo" and "chat", else "other"."""
+    if route is not None:
+        if route in _route_labels:
+            return route
+        if len(_route_labels) < MAX_ROUTE_LABELS:
+            _route_labels.add(route)
+            return route
+        return "other"
     if path == "/echo":
         return "echo"
     if path and path.startswith("/chat/"):

@@ -182,7 +182,7 @@ def serve(
             "gevent.monkey.patch_all() before any other import."
         )
     if app is None:
-        from wsapp.app import create_app
+        from wsapp.factory import create_app
 
         app = create_app(settings)
     server = make_server(app, host, port, settings=settings)
@@ -209,7 +209,7 @@ def run(target: str | None, settings: Settings, host: str | None, port: int | No
     prepare_process(settings)
     try:
         if target is None:
-            from wsapp.app import create_app
+            from wsapp.factory import create_app
 
             app = create_app(settings)
         else:

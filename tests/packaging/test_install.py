@@ -1,5 +1,7 @@
 """`pip install <checkout>` into a fresh venv, then a user's app served from a directory
-outside the checkout, with the C speedups and without them (no compiler: `CC=/bin/false`).
+outside the checkout, with the C speedups and without them (no compiler: `CC=/bin/false`):
+a classic app (tests/support/userapp.py) and one with `WebSockets` routes and classic ones
+(tests/extension/extapp.py), the latter through issue 14's checks (extension_checks.py).
 
 One venv for the whole module (about 1 to 2 minutes; most of it pip fetching or reusing
 from its cache the pinned dependencies and setuptools). The venv has no system site
@@ -24,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.packaging.extension_checks import ENV as EXTENSION_ENV
+from tests.packaging.extension_checks import check_extension_app
 from tests.support.servers import ROOT
 from tests.support.userapp import (
     assert_echoes,
@@ -149,6 +153,7 @@ def fresh_venv(env_dir: Path) -> Venv:
 def user_dir() -> Path:
     directory = outside_dir()
     write_user_app(directory)
+    shutil.copy(ROOT / "tests" / "extension" / "extapp.py", directory / "extapp.py")
     shutil.copy(ROOT / "gunicorn.conf.py", directory / "gunicorn.conf.py")
     return directory
 
@@ -172,15 +177,30 @@ def pure(fresh_venv: Venv) -> Venv:
     return fresh_venv
 
 
-def commands(v: Venv, port: int) -> dict[str, list[str]]:
+def commands(v: Venv, port: int, module: str = "userapp") -> dict[str, list[str]]:
     bind = ["-b", f"127.0.0.1:{port}"]
     gunicorn = str(v.bin / "gunicorn")
     return {
-        "serve": [v.python, "-m", "wsapp", "serve", "userapp:app", "--port", str(port)],
-        "factory": [v.python, "-m", "wsapp", "serve", "userapp:create_app()", "--port", str(port)],
-        "gunicorn-conf": [gunicorn, "-c", "gunicorn.conf.py", *bind, "userapp:app"],
-        "gunicorn-k": [gunicorn, "-k", "wsapp.protocol.worker.WsappWorker", *bind, "userapp:app"],
+        "serve": [v.python, "-m", "wsapp", "serve", f"{module}:app", "--port", str(port)],
+        "factory": [
+            v.python, "-m", "wsapp", "serve", f"{module}:create_app()", "--port", str(port)
+        ],
+        "gunicorn-conf": [gunicorn, "-c", "gunicorn.conf.py", *bind, f"{module}:app"],
+        "gunicorn-k": [
+            gunicorn, "-k", "wsapp.protocol.worker.WsappWorker", *bind, f"{module}:app"
+        ],
     }
+
+
+def serve_extension_app(v: Venv, user_dir: Path, how: str) -> str:
+    """extapp.py from the user's directory, through every check of issue 14; the log."""
+    port = new_port()
+    command = commands(v, port, "extapp")[how]
+    with serving(user_dir, command, port=port, env=clean_env(**EXTENSION_ENV), mode=how) as srv:
+        status, where = get(srv.http_url("/where"))
+        assert status == 200
+        assert Path(where.decode()) == site_packages(v) / "wsapp" / "__init__.py"
+        return check_extension_app(srv)
 
 
 def declared_extensions() -> dict[str, list[str]]:
@@ -255,6 +275,12 @@ def test_user_app_outside_the_checkout(with_c: Venv, user_dir: Path, how: str) -
     assert "framing: C speedups" in log
 
 
+@pytest.mark.parametrize("how", ["serve", "gunicorn-conf"])
+def test_extension_app_outside_the_checkout(with_c: Venv, user_dir: Path, how: str) -> None:
+    log = serve_extension_app(with_c, user_dir, how)
+    assert "framing: C speedups" in log
+
+
 def test_editable_install_uses_the_checkout(editable: Venv, user_dir: Path) -> None:
     """`pip install -e`: the package, its templates and static files and the C module built
     in place all come from the checkout."""
@@ -287,4 +313,10 @@ def test_user_app_pure_python(pure: Venv, user_dir: Path, how: str) -> None:
     with serving(user_dir, commands(pure, port)[how], port=port, env=clean_env(), mode=how) as srv:
         assert_echoes(srv.url("/x"))
         log = assert_sigterm_closes_1001(srv)
+    assert "framing: pure Python (C speedups not built" in log
+
+
+@pytest.mark.parametrize("how", ["serve", "gunicorn-conf"])
+def test_extension_app_pure_python(pure: Venv, user_dir: Path, how: str) -> None:
+    log = serve_extension_app(pure, user_dir, how)
     assert "framing: pure Python (C speedups not built" in log

@@ -15,7 +15,7 @@ import socket
 import gevent
 from gevent.event import Event
 
-from wsapp.protocol.frames import CloseCode
+from wsapp.protocol.frames import CloseCode, is_valid_close_code
 from wsapp.protocol.session import CloseCause, State
 
 log = logging.getLogger("wsapp.ws")
@@ -59,10 +59,14 @@ class ClosingMixin:
         self._wake_reader()
 
 
-    def close(self, code: int = CloseCode.NORMAL, message: str | bytes = "") -> None:
-        """Start the closing handshake and, unless called by the reader itself, wait
-        (at most WSAPP_CLOSE_TIMEOUT) for it to finish and TCP to be released."""
-        self.close_nowait(code, message)
+    def close(
+        self, code: int = CloseCode.NORMAL, reason: str | bytes = "", *,
+        message: str | bytes | None = None,
+    ) -> None:
+        """Start the closing handshake with `code` and `reason` and, unless called by the
+        reader itself, wait (at most WSAPP_CLOSE_TIMEOUT) for it to finish and TCP to be
+        released. `message` is gevent-websocket's name for `reason`. No effect once closing."""
+        self.close_nowait(code, reason if message is None else message)
         if gevent.getcurrent() is not self._reader:
             self.wait_closed()
 
@@ -73,7 +77,10 @@ class ClosingMixin:
         cause: CloseCause | None = None,
     ) -> None:
         """Send the close frame (after what is queued) and return; the reader completes the
-        handshake. `cause` is recorded for metrics (default: from the code)."""
+        handshake. `cause` is recorded for metrics (default: from the code). ValueError for
+        a code no close frame may carry (RFC 6455 7.4: 1005, 1006, 1015, under 1000...)."""
+        if not is_valid_close_code(code):
+            raise ValueError(f"close code {code} cannot be sent in a close frame (RFC 6455 7.4)")
         reason = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
         state = self.session.state
         if state is State.CONNECTING:

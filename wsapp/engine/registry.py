@@ -31,12 +31,15 @@ if TYPE_CHECKING:
 close_log = logging.getLogger("wsapp.handler")  # the open line is the handler's: same logger
 
 SCAN_SLICE = 256  # sockets handled per slice of a periodic scan before yielding to others
+#: Environ key naming the route (a Flask rule such as "/rooms/<room>") that serves a
+#: socket, set before `accept()` by wsapp.extension: its metrics label.
+ROUTE_KEY = "wsapp.route"
 
 
 class MetricsSink(Protocol):
     """What the registry reports; `wsapp.metrics` implements it."""
 
-    def endpoint_of(self, path: str | None) -> str: ...
+    def endpoint_of(self, path: str | None, route: str | None = None) -> str: ...
     def connection_opened(self, endpoint: str) -> None: ...
     def connection_closed(self, endpoint: str) -> None: ...
     def record_traffic(self, endpoint: str, mi: int, mo: int, bi: int, bo: int) -> None: ...
@@ -45,7 +48,7 @@ class MetricsSink(Protocol):
 
 
 class _NullSink:
-    def endpoint_of(self, path: str | None) -> str:
+    def endpoint_of(self, path: str | None, route: str | None = None) -> str:
         return "other"
 
     def __getattr__(self, name: str) -> Any:
@@ -93,7 +96,7 @@ class Registry:
     # --- registry ------------------------------------------------------------------------
 
     def add(self, ws: WebSocket) -> None:
-        endpoint = self.sink.endpoint_of(ws.environ.get("PATH_INFO"))
+        endpoint = self.sink.endpoint_of(ws.environ.get("PATH_INFO"), ws.environ.get(ROUTE_KEY))
         self.sockets.add(ws)
         self.tracked[ws] = [endpoint, 0, 0, 0, 0]
         self.sink.connection_opened(endpoint)

@@ -73,8 +73,7 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
         "settings", "id", "peer", "peer_ip", "_socket", "_rfile", "session", "outbox", "_inbox",
         "_inbox_bytes", "_inbox_event", "_resume", "_reader", "_handle", "_on_end", "_closed_event",
         "opened_at", "last_received", "messages_in", "bytes_in", "detached", "_ended",
-        "_close_wait",
-        "end_hook", "_held",
+        "_close_wait", "end_hook", "_held", "subprotocol",
         "__dict__", "__weakref__",
     )
 
@@ -111,6 +110,9 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
         #: Set by the handler when the socket leaves its request: the runtime's
         #: end-of-connection bookkeeping, called once by the reader when it is done.
         self.end_hook: Callable[[WebSocket], None] | None = None
+        #: The subprotocol the 101 names (Sec-WebSocket-Protocol), chosen before `accept()`
+        #: from those the client offered (wsapp.extension); None: the response names none.
+        self.subprotocol: str | None = None
 
     def __del__(self) -> None:
         """No I/O from the garbage collector (the stock class closes here)."""

@@ -27,7 +27,13 @@ from wsapp.engine import registry
 from wsapp.engine.websocket import RFILE_CHUNK as RFILE_BUFFER
 from wsapp.engine.websocket import WebSocket
 from wsapp.protocol.frames import CloseCode
-from wsapp.protocol.handshake import Rejection, check_handshake, upgrade_response, wants_websocket
+from wsapp.protocol.handshake import (
+    Rejection,
+    check_handshake,
+    subprotocol_header,
+    upgrade_response,
+    wants_websocket,
+)
 from wsapp.protocol.request_head import parse_header_lines
 
 log = logging.getLogger("wsapp.handler")
@@ -298,7 +304,7 @@ class WsappHandler(WebSocketHandler):
         with contextlib.suppress(OSError):
             # Frames are written whole and coalesced by the writer; Nagle would only add delay.
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.socket.sendall(upgrade_response(key))
+        self.socket.sendall(upgrade_response(key, subprotocol_header(ws.subprotocol)))
         self.status = "101 Switching Protocols"
         self.code = 101
         self.headers_sent = True

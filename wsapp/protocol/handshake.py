@@ -9,11 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUPPORTED_VERSION = "13"
+# RFC 6455 4.1 and 11.3.4: a subprotocol name is a token (RFC 9110 5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,20 @@ def accept_key(key: str) -> str:
 def check_handshake(environ: Mapping[str, str], request_version: str) -> Rejection | None:
     """None if the upgrade request is valid, else the HTTP answer refusing it."""
     if environ.get("REQUEST_METHOD") != "GET":
-        return Rejection("405 Method Not Allowed", "WebSocket upgrade requires GET", (("Allow", "GET"),))
+        return Rejection(
+            "405 Method Not Allowed", "WebSocket upgrade requires GET", (("Allow", "GET"),)
+        )
     if request_version != "HTTP/1.1":
-        return Rejection("400 Bad Request", f"WebSocket upgrade requires HTTP/1.1, got {request_version}")
+        return Rejection(
+            "400 Bad Request", f"WebSocket upgrade requires HTTP/1.1, got {request_version}"
+        )
     version = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip()
     if version != SUPPORTED_VERSION:
-        what = f"unsupported Sec-WebSocket-Version {version!r}" if version else "missing Sec-WebSocket-Version"
+        what = (
+            f"unsupported Sec-WebSocket-Version {version!r}"
+            if version
+            else "missing Sec-WebSocket-Version"
+        )
         return Rejection("400 Bad Request", what, (("Sec-WebSocket-Version", SUPPORTED_VERSION),))
     key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
     if not key:
@@ -76,3 +87,39 @@ def upgrade_response(key: str, extra_headers: tuple[tuple[str, str], ...] = ()) 
         *(f"{name}: {value}" for name, value in extra_headers),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+# --- subprotocols (RFC 6455 1.9, 4.2.2) ---------------------------------------------------
+
+
+def is_subprotocol_name(name: str) -> bool:
+    """Whether `name` may be a subprotocol: a non-empty token (RFC 6455 4.1, 11.3.4)."""
+    return isinstance(name, str) and _TOKEN.fullmatch(name) is not None
+
+
+def offered_subprotocols(environ: Mapping[str, str]) -> list[str]:
+    """The subprotocols the client offered, in its order: `Sec-WebSocket-Protocol` is a
+    comma list and may be repeated (the WSGI server joins repeated headers with commas)."""
+    raw = environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "")
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def select_subprotocol(offered: Iterable[str], supported: Iterable[str]) -> str | None:
+    """The first of the server's `supported` subprotocols (its order of preference) that the
+    client `offered`, compared exactly; None when none matches (RFC 6455 4.2.2: the response
+    then carries no Sec-WebSocket-Protocol, and a client that needs one fails the connection)."""
+    offers = set(offered)
+    for name in supported:
+        if name in offers:
+            return name
+    return None
+
+
+def subprotocol_header(chosen: str | None) -> tuple[tuple[str, str], ...]:
+    """The 101's `Sec-WebSocket-Protocol` header for `chosen` (none for None). ValueError
+    for a name that is not a token, so nothing but a token is ever written into the head."""
+    if chosen is None:
+        return ()
+    if not is_subprotocol_name(chosen):
+        raise ValueError(f"subprotocol {chosen!r} is not a token (RFC 6455 4.1)")
+    return (("Sec-WebSocket-Protocol", chosen),)

@@ -1,4 +1,4 @@
-"""`create_app`: wsapp's own Flask application (echo, chat, pages, API, health, metrics)."""
+"""`create_app`: wsapp's own application (echo, chat, pages, HTTP API, health, metrics)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ from flask import Flask
 from wsapp.app_state import init_state
 from wsapp.assets import STATIC_DIR, TEMPLATES_DIR
 from wsapp.engine import registry
+from wsapp.extension import install_close_handler
 from wsapp.logconfig import configure_logging
 from wsapp.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Application factory: nothing is configured at import time."""
+    """wsapp's own app (echo, chat, pages, API, metrics); nothing is configured at import
+    time. `settings` default to the WSAPP_* variables."""
     settings = settings or Settings.from_env()
     configure_logging(settings)
-    app = Flask(__name__, template_folder=TEMPLATES_DIR, static_folder=STATIC_DIR)
+    app = Flask("wsapp", template_folder=TEMPLATES_DIR, static_folder=STATIC_DIR)
     app.config["MAX_CONTENT_LENGTH"] = max(64 * 1024, settings.max_chat_bytes * 8)
     init_state(app, settings)
     rt = registry.configure(settings)
@@ -45,4 +47,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     from wsapp import route_checks  # `flask run` and a missing websocket=True: a log line
 
     route_checks.install(app)
+    install_close_handler(app)  # ConnectionClosed leaving a view: a normal end
     return app
