@@ -300,6 +300,11 @@ class AsyncClient(ClientBase):
                     info, ready, error = None, False, connect_error(exc, display_url(url))
                 else:
                     error = ConnectFailed(f"{info.describe()} before the connection was ready")
+                verdict = self._after_close(info, self._stopping) if ready else False
+                if ready:
+                    assert info is not None
+                    first = False
+                    await self._put(self._events, self._disconnect_event(info, verdict))
                 if self._stopping:
                     break
                 if not ready:  # a failed attempt: the budget decides
@@ -307,10 +312,6 @@ class AsyncClient(ClientBase):
                         raise error
                     await self._sleep(self._next_delay(budget, error))
                     continue
-                first = False
-                assert info is not None
-                verdict = self._after_close(info, self._stopping)
-                await self._put(self._events, self._disconnect_event(info, verdict))
                 if verdict is not True:
                     if isinstance(verdict, ClientError):
                         raise verdict
@@ -378,6 +379,8 @@ class AsyncClient(ClientBase):
         self._ready.set()
         self._wake.set()
         try:
+            if error is not None:
+                self._events.put_nowait(self._fatal_event(error))
             self._events.put_nowait(_END)
         except asyncio.QueueFull:  # the dispatcher is behind: iteration still ends
             self._iter_closed.set()

@@ -186,6 +186,16 @@ class ClientBase:
     def connected(self) -> bool:
         return self._core is not None and self._core.live
 
+    @property
+    def is_chat(self) -> bool:
+        """True when the URL is a chat room (acks, refs, resume); False: a plain endpoint."""
+        return self._core is not None and self._core.chat
+
+    @property
+    def ended(self) -> bool:
+        """True once the client was closed or ended by an error (see ``error``)."""
+        return self._done.is_set()  # type: ignore[attr-defined]
+
     # ---- helpers for the drivers ---------------------------------------------------------
 
     def _new_core(self, url: str, name: str | None, token: str | None, since: str | None,
@@ -247,6 +257,12 @@ class ClientBase:
         log.info("wsapp client: %s; retrying in %.1f s", error, delay)
         return {"type": "error", "source": "client", "code": "connect_failed",
                 "reason": str(error), "attempt": budget.tries, "delay": delay}
+
+    @staticmethod
+    def _fatal_event(error: ClientError) -> dict[str, Any]:
+        """The last event of a client that an error ended (e.g. GaveUp)."""
+        return {"type": "error", "source": "client", "code": "ended", "reason": str(error),
+                "fatal": True}
 
     @staticmethod
     def _disconnect_event(info: CloseInfo, verdict: object) -> dict[str, Any]:

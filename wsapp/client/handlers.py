@@ -15,6 +15,8 @@ join/leave presence events of the room
 ack        the server's ack of one of our messages (``ref``, ``id``)
 error      an ``error`` event from the server (``code``, ``reason``, ``ref``), or the
            client's own (``"source": "client"``): a failed connection attempt
+           (``connect_failed``, with ``attempt`` and ``delay``) or, last of all, the error
+           that ended the client (``ended``, ``"fatal": True``)
 gap        the server could not replay everything since our last id (``hello.recovered``
            was false): some messages were missed; once per reconnect that lost some
 ``*``      every event

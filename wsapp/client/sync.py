@@ -307,6 +307,11 @@ class Client(ClientBase):
                     info, ready, error = None, False, connect_error(exc, display_url(url))
                 else:
                     error = ConnectFailed(f"{info.describe()} before the connection was ready")
+                verdict = self._after_close(info, self._stopping) if ready else False
+                if ready:
+                    assert info is not None
+                    first = False
+                    self._emit(self._disconnect_event(info, verdict))
                 if self._stopping:
                     break
                 if not ready:  # a failed attempt: the budget decides
@@ -314,10 +319,6 @@ class Client(ClientBase):
                         raise error
                     self._sleep(self._next_delay(budget, error))
                     continue
-                first = False
-                assert info is not None
-                verdict = self._after_close(info, self._stopping)
-                self._emit(self._disconnect_event(info, verdict))
                 if verdict is not True:
                     if isinstance(verdict, ClientError):
                         raise verdict
@@ -386,6 +387,9 @@ class Client(ClientBase):
         self._settle(failed)  # type: ignore[arg-type]
         self._ready.set()
         self._wake.set()
+        if error is not None:
+            with contextlib.suppress(queue.Full):
+                self._events.put(self._fatal_event(error), timeout=1.0)
         try:
             self._events.put(_END, timeout=1.0)
         except queue.Full:  # the dispatcher is stuck in a handler: iteration still ends
