@@ -82,7 +82,7 @@ def run_client(
     try:
         client = Client(max_tries=retries, max_time=timeout, ca_file=ca_file,
                         backoff=backoff or Backoff(), queue_events=False)
-    except ValueError as exc:
+    except (ValueError, ClientError) as exc:
         err(f"* {exc}")
         return 2
     client.on("*", show)

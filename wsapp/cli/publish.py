@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import IO, Any
 
-from wsapp.client import Backoff, Client, ClientError, InvalidURL, Rejected, Unconfirmed
+from wsapp.client import Backoff, Client, ClientError, Rejected, Unconfirmed
 from wsapp.client.urls import is_chat_url, normalize_url
 
 from .output import format_event, printer, status_line
@@ -89,7 +89,7 @@ def run_publish(
             return 2
         client = Client(max_tries=retries, max_time=timeout, ca_file=ca_file,
                         backoff=backoff or Backoff(), queue_events=False)
-    except (InvalidURL, ValueError) as exc:
+    except (ValueError, ClientError) as exc:
         err(f"* {exc}")
         return 2
 

@@ -16,7 +16,7 @@ from wsapp import __version__
 
 from .backoff import Backoff, RetryBudget
 from .core import Core
-from .errors import ClientClosed, ClientError, ConnectFailed
+from .errors import ClientClosed, ClientError, TLSError
 from .handlers import Handlers
 
 __all__ = ["PERMANENT_CLOSE_CODES", "ClientBase", "CloseInfo"]
@@ -113,6 +113,8 @@ class ClientBase:
         self.ping_timeout = ping_timeout
         self.ca_file = ca_file
         self.ssl = ssl
+        if ca_file is not None:
+            self.ssl = self._ssl_context()  # a bad CA file fails here, not at connect
         self.max_in_flight = max_in_flight
         self.outbox_bytes = outbox_bytes
         self.ref_ttl = ref_ttl
@@ -215,7 +217,7 @@ class ClientBase:
         try:
             return ssl_module.create_default_context(cafile=self.ca_file)
         except (OSError, ssl_module.SSLError) as exc:
-            raise ConnectFailed(f"cannot load the CA file {self.ca_file!r}: {exc}") from None
+            raise TLSError(f"cannot load the CA file {self.ca_file!r}: {exc}") from None
 
     def _connect_kwargs(self, url: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

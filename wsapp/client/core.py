@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backoff import Backoff
-from .errors import InvalidURL, NotSent, Rejected, SendError, Unconfirmed
+from .errors import InvalidURL, NotSent, OutboxFull, Rejected, SendError, Unconfirmed
 from .urls import CLIENT_ID_RE, is_chat_url, normalize_url, query_param, with_query
 
 __all__ = ["RETRYABLE_CODES", "Core", "Feed", "Pending"]
@@ -140,8 +140,6 @@ class Core:
     def add(self, frame: str | bytes, future: Any, ref: str | None = None) -> Pending:
         """Queue a frame built by :meth:`message_frame` / :meth:`event_frame` (or raw
         for plain endpoints). Raises OutboxFull over ``outbox_bytes``."""
-        from .errors import OutboxFull
-
         size = len(frame)
         if self.queued_bytes + size > self.outbox_bytes:
             raise OutboxFull(f"outbox full ({self.queued_bytes} of {self.outbox_bytes} bytes "

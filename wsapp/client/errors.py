@@ -171,7 +171,7 @@ def connect_error(exc: BaseException, url: str) -> ClientError:
     if isinstance(exc, InvalidURI):
         return InvalidURL(f"invalid WebSocket URL {url!r}: {exc}")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = exc.verify_message or str(exc)
+        detail = getattr(exc, "verify_message", None) or str(exc)
         return TLSError(f"TLS: the server's certificate is not trusted ({detail}) at {url}; "
                         "give its CA with ca_file=")
     if isinstance(exc, ssl.SSLError):
