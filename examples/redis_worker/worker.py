@@ -5,7 +5,8 @@ twice, while the chat server restarts (or this worker crashes).
     redis-cli LPUSH tasks '{"id": "t-1", "text": "deploy v1.2 done"}'
 
 Tasks are JSON objects with a unique ``id`` and a ``text`` (anything else in the object
-is kept: with ``--emit NAME`` the whole task is sent as a named event instead). Producers
+is kept: with ``--emit NAME`` the whole task is sent as a named event instead; events are
+not kept by the server, so readers that are away miss them). Producers
 ``LPUSH``; the worker takes from the other end, so tasks go out in the order they came.
 
 Why nothing is lost: ``BLMOVE`` moves a task atomically from the queue to a processing

@@ -42,6 +42,9 @@ def test_format_event_and_status_lines() -> None:
     assert format_event({"type": "join", "name": "bob"}) == "* bob joined"
     assert format_event({"type": "error", "code": "c", "reason": "r"}) == "! c: r"
     assert format_event({"type": "ack", "ref": "1", "id": "2"}) is None
+    deploy = {"type": "event", "event": "deploy", "data": {"v": 2}, "sender": {"name": "ci"}}
+    assert format_event(deploy) == '~ <ci> deploy {"v": 2}'
+    assert format_event({"type": "event", "event": "typing", "data": {}}) is None
     lost = {"type": "disconnect", "code": 1006, "reason": "", "by": None, "reconnecting": True}
     assert status_line(lost) == "connection lost (no close frame); reconnecting"
     mine = {"type": "disconnect", "code": 1000, "reason": "bye", "by": "client"}

@@ -1,6 +1,7 @@
 """A TCP relay on loopback between a client and a server that a test can make lose the
 server's answers: `mute()` drops what the server sends (e.g. an ack) until `cut()` resets
-the client's connections (it sees the connection end without a close frame). New connections after that are relayed normally."""
+the client's connections (it sees the connection end without a close frame). New
+connections after that are relayed normally."""
 
 from __future__ import annotations
 

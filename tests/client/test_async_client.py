@@ -132,7 +132,8 @@ def test_plain_echo(client_server) -> None:
             await c.send(b"two")
             events = [await c.receive(timeout=5) for _ in range(3)]
         assert events[0]["type"] == "connect"
-        assert events[1:] == [{"type": "message", "text": "one"}, {"type": "message", "data": b"two"}]
+        assert events[1:] == [{"type": "message", "text": "one"},
+                              {"type": "message", "data": b"two"}]
 
     run(scenario())
 

@@ -95,7 +95,8 @@ def test_sync_client_resends_after_a_lost_ack_and_the_room_gets_it_once(client_s
         with Client(queue_events=True) as reader, Client(backoff=FAST) as sender:
             reader.connect(client_server.url(f"/chat/{room}"), name="r")
             sender.connect(relay.url(f"/chat/{room}"), name="s")
-            future = _lose_the_ack_then_reconnect(relay, lambda: sender.send("only once", wait=False))
+            future = _lose_the_ack_then_reconnect(
+                relay, lambda: sender.send("only once", wait=False))
             message_id = future.result(10)
             assert sender.send("after") != message_id
             got = [e for e in _drain(reader, 2) if e["type"] == "message"]

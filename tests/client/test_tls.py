@@ -44,7 +44,7 @@ def make_certificates(where: Path) -> dict[str, Path]:
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
              "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.cnf",
              cwd=where)
-    return {name: where / f"{name}.pem" for name in ("ca", "server")} | {"key": where / "server.key"}
+    return {"ca": where / "ca.pem", "server": where / "server.pem", "key": where / "server.key"}
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,8 @@ def test_worker_delivers_every_task_once_through_restarts(tmp_path) -> None:
                     log.close()
                 output = (tmp_path / "worker.log").read_text(errors="replace")
                 assert server.starts >= 3, "the server was not restarted"
-                assert [m["text"] for m in got] == [f"task {i}" for i in range(TASKS)], output[-3000:]
+                texts = [m["text"] for m in got]
+                assert texts == [f"task {i}" for i in range(TASKS)], output[-3000:]
                 assert len({m["id"] for m in got}) == TASKS
                 assert r.llen("jobs") == 0 and r.llen("jobs:processing") == 0
                 assert r.llen("jobs:failed") == 0

@@ -77,7 +77,9 @@ def text_frame(payload: bytes) -> bytes:
 class LocalMember:
     """A connection in a room of this process."""
 
-    __slots__ = ("buffer", "buffer_bytes", "buffer_limit", "conn", "live", "member", "room", "sender")
+    __slots__ = (
+        "buffer", "buffer_bytes", "buffer_limit", "conn", "live", "member", "room", "sender",
+    )
 
     def __init__(
         self, conn: ChatConnection, room: str, member: Member, buffer_limit: int,

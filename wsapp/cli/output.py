@@ -39,8 +39,11 @@ def format_event(event: dict[str, Any]) -> str | None:
         tail = "  (history)" if event.get("replay") else ""
         return f"[{_clock(event.get('ts'))}] <{event.get('name')}> {event.get('text')}{tail}"
     if kind == "event":
-        data = json.dumps(event.get("data"), ensure_ascii=False)
-        return f"[{_clock(event.get('ts'))}] <{event.get('name', '?')}> !{event.get('event')} {data}"
+        if event.get("event") == "typing":  # the chat page's typing notices: noise here
+            return None
+        sender = event.get("sender")
+        who = f"<{sender.get('name')}> " if isinstance(sender, dict) else ""
+        return f"~ {who}{event.get('event')} {json.dumps(event.get('data'), ensure_ascii=False)}"
     if kind == "join":
         return f"* {event.get('name')} joined"
     if kind == "leave":

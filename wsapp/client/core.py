@@ -285,7 +285,8 @@ class Core:
         self.live = True
         if isinstance(event.get("name"), str):
             self.name = event["name"]  # keep a generated guest name across reconnects
-        self.recovered = event.get("recovered") if isinstance(event.get("recovered"), bool) else None
+        recovered = event.get("recovered")
+        self.recovered = recovered if isinstance(recovered, bool) else None
         feed.events.append({"type": "connect", "hello": event, "reconnect": self.generation > 1})
         if self.recovered is False:
             self.gaps += 1

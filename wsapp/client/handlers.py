@@ -9,8 +9,8 @@ disconnect a connection ended: ``code``, ``reason``, ``by`` (``"server"``, ``"cl
            None when it was lost without a close frame), ``reconnecting``
 message    chat: the server's message event (``id``, ``name``, ``text``, ``ts``, ``replay``
            for history); plain endpoints: ``text`` (str) or ``data`` (bytes)
-event      a named event relayed in the room (``event``, ``data``); ``"event:<name>"``
-           registers for one name only
+event      a named event relayed in the room (``event``, ``data``, ``room``, ``sender``);
+           ``"event:<name>"`` registers for one name only
 join/leave presence events of the room
 ack        the server's ack of one of our messages (``ref``, ``id``)
 error      an ``error`` event from the server (``code``, ``reason``, ``ref``), or the

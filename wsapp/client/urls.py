@@ -13,7 +13,9 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from .errors import InvalidURL
 
-__all__ = ["CLIENT_ID_RE", "display_url", "is_chat_url", "normalize_url", "query_param", "with_query"]
+__all__ = [
+    "CLIENT_ID_RE", "display_url", "is_chat_url", "normalize_url", "query_param", "with_query",
+]
 
 _SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 #: What a path may keep as is: RFC 3986 pchar and "/", plus "%" of existing escapes.
