@@ -324,3 +324,57 @@ def test_a_permanent_close_code_ends_the_client(client_server) -> None:
         c.send(b"\x00binary")
         with pytest.raises(ClientClosed, match="1003"):
             c.wait(5)
+
+
+GEVENT_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import sys, gevent
+from wsapp.client import Client
+url = sys.argv[1]
+with Client(queue_events=True) as reader, Client() as writer:
+    reader.connect(url, name="r")
+    writer.connect(url, name="w")
+    ticks = []
+    ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.001)) for _ in range(50)])
+    ids = [g.get() for g in [gevent.spawn(writer.send, f"g{i}") for i in range(100)]]
+    texts = set()
+    while len(texts) < 100:
+        event = reader.receive(timeout=5)
+        if event["type"] == "message":
+            texts.add(event["text"])
+    ticker.join(5)
+    assert len(set(ids)) == 100 and texts == {f"g{i}" for i in range(100)}, texts
+    assert len(ticks) == 50  # other greenlets ran while 100 sends waited for their acks
+print("ok")
+"""
+
+
+def test_client_under_gevent_monkey_patching(client_server) -> None:
+    """100 greenlets sending at once through one Client, after monkey.patch_all()."""
+    import subprocess
+    import sys
+
+    from tests.support.servers import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT,
+                           client_server.url(f"/chat/{new_room('gevent')}")],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_sends_from_many_threads(client_server) -> None:
+    url = client_server.url(f"/chat/{new_room('threads')}")
+    ids: list[str] = []
+    with Client() as c:
+        c.connect(url)
+
+        def burst(n: int) -> None:
+            for i in range(50):
+                ids.append(c.send(f"t{n}-{i}"))
+
+        threads = [threading.Thread(target=burst, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert len(set(ids)) == 200
