@@ -7,6 +7,8 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import sys  # noqa: E402
 
+from wsapp import __version__  # noqa: E402
+from wsapp.cli.commands import add_client_commands, run_client_command  # noqa: E402
 from wsapp.settings import Settings, SettingsError  # noqa: E402
 
 
@@ -14,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m wsapp", description="wsapp WebSocket echo and chat service"
     )
+    parser.add_argument("--version", action="version", version=f"wsapp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser(
@@ -32,13 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (default: WSAPP_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default: WSAPP_PORT or 8000)")
 
-    client = sub.add_parser("client", help="interactive client: stdin lines out, events in")
-    client.add_argument("url")
-    client.add_argument("--name", help="nickname for /chat/ URLs")
-
-    publish = sub.add_parser("publish", help="send each stdin line as a chat message")
-    publish.add_argument("url")
-    publish.add_argument("--name", help="nickname")
+    add_client_commands(sub)
 
     token = sub.add_parser("token", help="print a signed connection token (needs WSAPP_SECRET)")
     token.add_argument(
@@ -48,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
 
     args = parser.parse_args(argv)
+    if args.command in ("client", "publish"):  # clients need no server settings
+        return run_client_command(args)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -58,14 +57,6 @@ def main(argv: list[str] | None = None) -> int:
         from wsapp.server import run as run_server
 
         return run_server(args.app, settings, args.host, args.port)
-    if args.command == "client":
-        from wsapp.cli_client import run_client
-
-        return run_client(args.url, name=args.name) or 0
-    if args.command == "publish":
-        from wsapp.cli_client import run_publish
-
-        return run_publish(args.url, name=args.name) or 0
     if args.command == "token":
         from wsapp.tokens import issue_token
 

@@ -77,12 +77,20 @@ def text_frame(payload: bytes) -> bytes:
 class LocalMember:
     """A connection in a room of this process."""
 
-    __slots__ = ("buffer", "buffer_bytes", "buffer_limit", "conn", "live", "member", "room")
+    __slots__ = (
+        "buffer", "buffer_bytes", "buffer_limit", "conn", "live", "member", "room", "sender",
+    )
 
-    def __init__(self, conn: ChatConnection, room: str, member: Member, buffer_limit: int) -> None:
+    def __init__(
+        self, conn: ChatConnection, room: str, member: Member, buffer_limit: int,
+        client_id: str | None = None,
+    ) -> None:
         self.conn = conn
         self.room = room
         self.member = member
+        # Who publishes, for idempotent retries by ref: the client's own id (``?client=``)
+        # survives reconnects; without one, the connection id. "c:" keeps the two apart.
+        self.sender = f"c:{client_id}" if client_id else member.id
         self.live = False
         self.buffer: list[tuple[Event, bytes]] | None = []
         self.buffer_bytes = 0
@@ -261,12 +269,18 @@ class Hub:
 
     # ---- members
 
-    def join(self, conn: ChatConnection, room: str, name: str, since: str | None = None) -> LocalMember:
+    def join(
+        self, conn: ChatConnection, room: str, name: str, since: str | None = None,
+        *, client_id: str | None = None,
+    ) -> LocalMember:
         """Enter `room`: hello, history (or the messages after `since`), then live events.
+
+        `client_id` (validated ``?client=``) is the sender key of the member's messages
+        for deduplication by ref, so a retry after a reconnect is recognised.
 
         Raises BrokerUnavailable (the caller closes the connection 1013). If the client
         does not read its replay, it is closed 1008 and the member never goes live."""
-        lm = LocalMember(conn, room, Member(conn.id, name), self.buffer_limit)
+        lm = LocalMember(conn, room, Member(conn.id, name), self.buffer_limit, client_id)
         self._attach(lm)
         joined = False
         try:
@@ -349,7 +363,7 @@ class Hub:
     def publish(self, lm: LocalMember, item: events.ChatInput) -> Message | None:
         """Publish a member's message; ack it if it has a ref; error event on failure."""
         try:
-            msg = self.broker.publish(lm.room, lm.name, item.text, sender=lm.id, ref=item.ref)
+            msg = self.broker.publish(lm.room, lm.name, item.text, sender=lm.sender, ref=item.ref)
         except OutcomeUnknown as exc:  # maybe published: never say "not sent"
             log.warning("chat publish to %s: outcome unknown: %s", lm.room, exc)
             metrics.broker_error("publish")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import time
 
 import gevent
@@ -34,6 +35,9 @@ CLOSE_TRY_AGAIN = 1013
 #: fetch a new token and reconnect with ``since=`` (docs/protocol.md).
 CLOSE_TOKEN_EXPIRED = 4001
 TOKEN_EXPIRED_REASON = "token expired"
+
+#: ``?client=``: a client's stable identity across reconnects (docs/protocol.md, "Client id").
+CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def refuse(reason: str, status: int = 400):
@@ -162,13 +166,16 @@ def chat_socket(room: str):
     since = request.args.get("since") or None
     if since is not None and not broker.is_valid_id(since):
         return refuse("invalid since: not a message id")
+    client_id = request.args.get("client") or None
+    if client_id is not None and CLIENT_ID_RE.fullmatch(client_id) is None:
+        return refuse("invalid client: use 1 to 64 of A-Z a-z 0-9 _ -")
     ws = request.environ.get("wsgi.websocket")
     if ws is None:  # pragma: no cover - the route only matches upgrade requests
         return refuse("WebSocket upgrade expected")
 
     ws.accept()
     try:
-        member = hub.join(ws, room, name, since)
+        member = hub.join(ws, room, name, since, client_id=client_id)
     except BrokerUnavailable as exc:
         log.warning("chat join of %s to %s failed: %s", ws.id, room, exc)
         metrics.broker_error("join")

@@ -15,7 +15,8 @@ import socket
 import gevent
 from gevent.event import Event
 
-from wsapp.protocol.frames import CloseCode, is_valid_close_code
+from wsapp.protocol.close import is_valid_close_code
+from wsapp.protocol.frames import CloseCode
 from wsapp.protocol.session import CloseCause, State
 
 log = logging.getLogger("wsapp.ws")
