@@ -455,7 +455,7 @@ def run_client(
         for line in stdin_lines(stdin):
             if session.finished:
                 break
-            if line:
+            if line.strip():  # a line of white space only is not a message (the server refuses it)
                 session.submit(line)
         session.drain(drain_timeout)
     except KeyboardInterrupt:

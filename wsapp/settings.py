@@ -107,6 +107,13 @@ class Settings:
     workers: int = _setting(1, _int(1, 256), "gunicorn worker processes; more than 1 needs WSAPP_REDIS_URL.")
     max_message_bytes: int = _setting(MiB, _int(1, 1 << 31), "Largest frame or reassembled message accepted (inclusive); larger gets close 1009.")
     max_chat_bytes: int = _setting(16 * 1024, _int(1, 1 << 24), "Largest chat message text in UTF-8 bytes; larger gets an `error` event.")
+    max_event_bytes: int = _setting(
+        64 * 1024,
+        _int(1, 1 << 24),
+        "Largest data of a named event (its JSON in UTF-8 bytes) that server code "
+        "(`emit`, `Publisher`) and `POST /api/rooms/<room>/events` may send; chat "
+        "clients' events are held to WSAPP_MAX_CHAT_BYTES.",
+    )
     history: int = _setting(100, _int(0, 100_000), "Messages kept per room and replayed to a new member.")
     max_fragments: int = _setting(65536, _int(1, 1 << 24), "Frames one fragmented message may span; more gets close 1009.")
     send_queue_bytes: int = _setting(MiB, _int(1024, 1 << 31), "Bytes queued for one connection beyond what the kernel took; a slow reader over it is closed 1008 (the socket's own writes wait instead).")

@@ -31,7 +31,11 @@ def init_app(app: Flask, settings: Settings, broker: Broker | None = None) -> Hu
     from wsapp.engine.fanout import send_to_all
 
     hub = Hub(
-        broker, history=settings.history, queue_limit=settings.send_queue_bytes, send_to_all=send_to_all
+        broker,
+        history=settings.history,
+        queue_limit=settings.send_queue_bytes,
+        send_to_all=send_to_all,
+        max_text_bytes=settings.max_chat_bytes,
     )
     state = get_state(app)
     state.broker = broker

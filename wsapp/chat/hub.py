@@ -19,6 +19,11 @@ between, so no event can slip between buffer and queue. Replay and flush are pac
 connection's queued bytes (``conn.queued()``), so a history longer than
 WSAPP_SEND_QUEUE_BYTES reaches a reading client instead of overflowing its queue.
 
+Besides chat members, a room may hold *event members*: any socket that server code put
+in the room (``wsapp.rooms.Rooms``). They are live from the start (no hello, no history)
+and get only the room's named events (:class:`RoomEvent`), which chat members get too;
+chat messages and presence go to chat members only.
+
 The hub needs only this from a connection (duck-typed, see ``wsapp.engine.websocket``):
 ``id``, ``send_frame(bytes) -> bool``, ``close_nowait(code, reason)`` and ``queued()``.
 """
@@ -45,6 +50,7 @@ from .broker.base import (
     Message,
     OutcomeUnknown,
     PresenceEvent,
+    RoomEvent,
     Subscription,
 )
 
@@ -77,14 +83,25 @@ def text_frame(payload: bytes) -> bytes:
 class LocalMember:
     """A connection in a room of this process."""
 
-    __slots__ = ("buffer", "buffer_bytes", "buffer_limit", "conn", "live", "member", "room")
+    __slots__ = (
+        "buffer", "buffer_bytes", "buffer_limit", "conn", "events_only", "live", "member", "room",
+    )
 
-    def __init__(self, conn: ChatConnection, room: str, member: Member, buffer_limit: int) -> None:
+    def __init__(
+        self,
+        conn: ChatConnection,
+        room: str,
+        member: Member,
+        buffer_limit: int,
+        events_only: bool = False,
+    ) -> None:
         self.conn = conn
         self.room = room
         self.member = member
-        self.live = False
-        self.buffer: list[tuple[Event, bytes]] | None = []
+        #: An event member (see the module docstring): live at once, named events only.
+        self.events_only = events_only
+        self.live = events_only
+        self.buffer: list[tuple[Event, bytes]] | None = None if events_only else []
         self.buffer_bytes = 0
         self.buffer_limit = buffer_limit  # bytes of frames buffered while joining
 
@@ -149,13 +166,15 @@ class LocalMember:
 class _Room:
     name: str
     members: dict[str, LocalMember] = field(default_factory=dict)
-    snapshot: tuple[LocalMember, ...] = ()
+    snapshot: tuple[LocalMember, ...] = ()  # every member: named events go to all
+    chat: tuple[LocalMember, ...] = ()  # chat members: messages and presence
     subscription: Subscription | None = None
     ready: gevent.event.Event = field(default_factory=gevent.event.Event)
     error: BaseException | None = None
 
     def refresh(self) -> None:
         self.snapshot = tuple(self.members.values())
+        self.chat = tuple(lm for lm in self.snapshot if not lm.events_only)
 
 
 def frame_event(event: Event, framer: Callable[[bytes], bytes] = text_frame) -> bytes:
@@ -174,8 +193,11 @@ class Hub:
         replay_timeout: float = 10.0,
         framer: Callable[[bytes], bytes] = text_frame,
         send_to_all: Callable[[list[ChatConnection], bytes], None] | None = None,
+        max_text_bytes: int | None = None,
     ) -> None:
         self.broker = broker
+        #: WSAPP_MAX_CHAT_BYTES, told to chat clients in ``hello`` (pages check it before sending)
+        self.max_text_bytes = max_text_bytes
         #: Writes one frame to many connections; wsapp passes `connection.send_to_all`.
         self.send_to_all = send_to_all or _send_each
         self.history = history
@@ -199,17 +221,18 @@ class Hub:
     # ---- broker delivery (encode once, send many)
 
     def _on_event(self, room: _Room, event: Event) -> None:
-        members = room.snapshot
+        if isinstance(event, RoomEvent):  # every member, but the one it names (its sender)
+            members, skip = room.snapshot, event.skip
+        elif isinstance(event, PresenceEvent):  # not its own join: hello said it
+            members, skip = room.chat, event.member.id
+        else:
+            members, skip = room.chat, None
         if not members:
             return
         started = time.perf_counter()  # issue 6: wsapp_fanout_seconds
         frame = self.framer(events.encode_event(event))
         self.fanout_events += 1
-        if isinstance(event, PresenceEvent):  # a member does not get its own join: hello said it
-            skip = event.member.id
-            targets = [lm for lm in members if lm.member.id != skip]
-        else:
-            targets = members
+        targets = members if skip is None else [lm for lm in members if lm.member.id != skip]
         live = [lm.conn for lm in targets if lm.live]
         self.send_to_all(live, frame)
         if len(live) < len(targets):
@@ -285,7 +308,10 @@ class Hub:
             if not any(m.id == lm.id for m in members):  # a broker may not list us yet
                 members.append(lm.member)
             pace = self._pacer(conn)
-            conn.send_frame(self.framer(events.encode_hello(room, lm.id, name, members, len(replay), recovered)))
+            hello = events.encode_hello(
+                room, lm.id, name, members, len(replay), recovered, self.max_text_bytes
+            )
+            conn.send_frame(self.framer(hello))
             for msg in replay:
                 if not pace():
                     lm.abandon()
@@ -364,6 +390,31 @@ class Hub:
         if item.ref is not None:
             lm.conn.send_frame(self.framer(events.encode_ack(item.ref, msg.id)))
         return msg
+
+    # ---- event members (wsapp.rooms)
+
+    def attach_member(self, lm: LocalMember, presence: bool = True) -> None:
+        """Put an event member in its room: subscribe the room here if it is new, and
+        record it in the broker's presence (`presence`; not for a personal room).
+
+        Raises BrokerUnavailable (nothing is left behind), ValueError if the connection is
+        in that room already as a chat member."""
+        room = self._rooms.get(lm.room)
+        if room is not None and lm.id in room.members:
+            raise ValueError(f"connection {lm.id} is a member of {lm.room} already")
+        self._attach(lm)
+        if presence:
+            try:
+                self.broker.join(lm.room, lm.member)
+            except BaseException:
+                self._detach(lm)
+                raise
+
+    def detach_member(self, lm: LocalMember, presence: bool = True) -> None:
+        """Take an event member out of its room (idempotent); tell presence if `presence`."""
+        self._detach(lm)
+        if presence:
+            self._safe_leave(lm)
 
     def send_error(self, conn: ChatConnection, code: str, reason: str, ref: str | None = None) -> bool:
         return conn.send_frame(self.framer(events.encode_error(code, reason, ref)))

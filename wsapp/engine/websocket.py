@@ -28,7 +28,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import gevent
 from gevent import socket as gsocket
@@ -70,7 +70,7 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
         "settings", "id", "peer", "peer_ip", "_socket", "_rfile", "session", "outbox", "_inbox",
         "_inbox_bytes", "_inbox_event", "_resume", "_reader", "_handle", "_on_end", "_closed_event",
         "opened_at", "last_received", "messages_in", "bytes_in", "detached", "_ended", "_close_wait",
-        "end_hook", "_held",
+        "end_hook", "_held", "_end_callbacks",
         "__dict__", "__weakref__",
     )
 
@@ -107,6 +107,8 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
         #: Set by the handler when the socket leaves its request: the runtime's
         #: end-of-connection bookkeeping, called once by the reader when it is done.
         self.end_hook: Callable[[WebSocket], None] | None = None
+        #: `add_end_callback`'s callbacks; False once they ran (later ones run at once).
+        self._end_callbacks: list[Callable[[], None]] | Literal[False] | None = None
 
     def __del__(self) -> None:
         """No I/O from the garbage collector (the stock class closes here)."""
