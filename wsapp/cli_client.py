@@ -108,7 +108,17 @@ def format_event(event: dict[str, Any]) -> str:
         return f"! {event.get('code')}: {event.get('reason')}"
     if kind == "ack":
         return f"(sent {event.get('ref')} as {event.get('id')})"
+    if kind == "event":
+        sender = event.get("sender")
+        who = f"<{sender.get('name')}> " if isinstance(sender, dict) else ""
+        return f"~ {who}{event.get('event')} {json.dumps(event.get('data'), ensure_ascii=False)}"
     return json.dumps(event, ensure_ascii=False)
+
+
+def _shown(event: dict[str, Any]) -> bool:
+    """Events the interactive client prints: not acks, not pages' typing notices."""
+    kind = event.get("type")
+    return kind != "ack" and not (kind == "event" and event.get("event") == "typing")
 
 
 def _close_code(frame: Any) -> int | None:
@@ -445,7 +455,7 @@ def run_client(
     session = ChatSession(
         url,
         name=name,
-        on_event=lambda event: None if event.get("type") == "ack" else out(format_event(event)),
+        on_event=lambda event: out(format_event(event)) if _shown(event) else None,
         on_status=lambda text: err(f"* {text}"),
         reconnect=reconnect,
         max_attempts=max_attempts,
