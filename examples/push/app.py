@@ -74,7 +74,10 @@ const $ = (id) => document.getElementById(id);
 const scheme = location.protocol === "https:" ? "wss://" : "ws://";
 const ws = new WebSocket(scheme + location.host + "/ws");
 ws.onopen = () => { $("status").textContent = "connected"; $("start").disabled = false; };
-ws.onclose = (e) => { $("status").textContent = "closed (" + e.code + ")"; $("start").disabled = true; };
+ws.onclose = (e) => {
+  $("status").textContent = "closed (" + e.code + ")";
+  $("start").disabled = true;
+};
 ws.onmessage = (e) => {
   const msg = JSON.parse(e.data);
   if (msg.type !== "event") return;

@@ -31,7 +31,7 @@ def typing_text(page) -> str:
 def wait_typing(page, expected: str, timeout: float = 8.0) -> None:
     deadline = time.monotonic() + timeout
     while typing_text(page) != expected:
-        assert time.monotonic() < deadline, f"typing line {typing_text(page)!r}, expected {expected!r}"
+        assert time.monotonic() < deadline, f"typing {typing_text(page)!r}, not {expected!r}"
         page.wait_for_timeout(50)
 
 
@@ -44,8 +44,8 @@ def wait_counts(page, n: int, timeout: float = 8.0) -> None:
     """The Members count, the Members list and the Rooms list's badge all say `n`."""
     deadline = time.monotonic() + timeout
     while not (page.text_content("#member-count") == str(n) == room_count(page)):
-        assert time.monotonic() < deadline, (
-            f"members {page.text_content('#member-count')} {members(page)}, rooms badge {room_count(page)}")
+        count = page.text_content("#member-count")
+        assert time.monotonic() < deadline, f"{count} {members(page)}, badge {room_count(page)}"
         page.wait_for_timeout(50)
 
 

@@ -97,7 +97,8 @@ def test_the_cli_does_not_send_white_space_only_lines(chat_srv) -> None:
     room = new_room("cliblank")
     with ChatClient(chat_srv, room, "ann") as ann:
         out, err = io.StringIO(), io.StringIO()
-        status = run_client(chat_srv.url(f"/chat/{room}"), name="cli", stdin=io.StringIO("   \n\t\nreal\n"),
+        lines = io.StringIO("   \n\t\nreal\n")
+        status = run_client(chat_srv.url(f"/chat/{room}"), name="cli", stdin=lines,
                             stdout=out, stderr=err)
         assert status == 0, err.getvalue()
         assert ann.next_of("message")["text"] == "real"
@@ -106,9 +107,11 @@ def test_the_cli_does_not_send_white_space_only_lines(chat_srv) -> None:
 
 def test_server_code_and_the_api_emit_to_chat_members_and_room_members(chat_srv) -> None:
     room = new_room("mixed")
-    with ChatClient(chat_srv, room, "ann") as ann, RoomMember(chat_srv, f"/ws/room/{room}") as route:
+    with ChatClient(chat_srv, room, "ann") as ann, \
+            RoomMember(chat_srv, f"/ws/room/{room}") as route:
         ann.next_of("join")  # the route's socket is a member of the room too (presence)
-        assert [m["id"] for m in get_json(chat_srv, f"/members/{room}")["members"]] == [ann.id, route.id]
+        listed = get_json(chat_srv, f"/members/{room}")["members"]
+        assert [m["id"] for m in listed] == [ann.id, route.id]
         status, body = post_json(chat_srv, f"/push/{room}", {"event": "deploy", "data": {"v": 2}})
         assert status == 200, body
         expected = {"type": "event", "event": "deploy", "room": room, "data": {"v": 2}}
@@ -139,7 +142,8 @@ def test_server_code_and_the_api_emit_to_chat_members_and_room_members(chat_srv)
     ],
 )
 def test_api_event_errors(chat_srv, room, body, headers, status, code) -> None:
-    got, answer = post_json(chat_srv, f"/api/rooms/{room.replace(' ', '%20')}/events", body, headers)
+    path = f"/api/rooms/{room.replace(' ', '%20')}/events"
+    got, answer = post_json(chat_srv, path, body, headers)
     assert (got, answer["error"]) == (status, code), answer
     assert answer["reason"]
 

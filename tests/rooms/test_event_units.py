@@ -81,11 +81,12 @@ def test_client_event_frames_parse_to_event_inputs() -> None:
         ('{"type": "event", "event": "bad name", "ref": 3}', events.E_BAD_EVENT, "3"),
         ('{"type": "event", "event": "x", "data": NaN, "ref": "n"}', events.E_BAD_EVENT, "n"),
         ('{"type": "event", "event": "x", "data": "\\udfff"}', events.E_BAD_EVENT, None),
-        ('{"type": "event", "event": "x", "data": "' + "y" * 99 + '", "ref": "b"}', events.E_TOO_LARGE, "b"),
+        ('{"type": "event", "event": "x", "data": "' + "y" * 99 + '", "ref": "b"}',
+         events.E_TOO_LARGE, "b"),
         ('{"type": "event", "event": "x", "ref": true}', events.E_BAD_MESSAGE, None),
     ],
 )
-def test_bad_client_events_get_error_codes_with_their_ref(raw: str, code: str, ref: str | None) -> None:
+def test_bad_client_events_get_error_codes_with_their_ref(raw: str, code: str, ref: str | None):
     with pytest.raises(ValidationError) as info:
         parse_client_text(raw, 100)
     assert (info.value.code, info.value.ref) == (code, ref)

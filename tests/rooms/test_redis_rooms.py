@@ -63,7 +63,8 @@ def test_publisher_in_a_third_process_reaches_members_on_both_servers_exactly_on
 ) -> None:
     a_srv, b_srv = servers
     room = new_room("pub")
-    with RoomMember(a_srv, f"/ws/room/{room}") as a1, RoomMember(a_srv, f"/ws/served/{room}") as a2, \
+    with RoomMember(a_srv, f"/ws/room/{room}") as a1, \
+            RoomMember(a_srv, f"/ws/served/{room}") as a2, \
             RoomMember(b_srv, f"/ws/room/{room}") as b1:
         wait_members(a_srv, room, [a1.id, a2.id, b1.id])
         result = run_publisher(redis_url, room, 20)
@@ -72,7 +73,8 @@ def test_publisher_in_a_third_process_reaches_members_on_both_servers_exactly_on
         for member in (a1, a2, b1):
             got = member.events(20)
             assert got == [
-                {"type": "event", "event": "tick", "room": room, "data": {"i": i}} for i in range(20)
+                {"type": "event", "event": "tick", "room": room, "data": {"i": i}}
+                for i in range(20)
             ]
             member.nothing_within(0.3)  # exactly once
 

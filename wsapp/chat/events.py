@@ -149,7 +149,8 @@ def encode_event_data(data: Any, max_bytes: int, ref: str | None = None) -> str:
         except UnicodeEncodeError:
             raise EventError(E_BAD_EVENT, "event data is not valid Unicode", ref) from None
     if size > max_bytes:
-        raise EventError(E_TOO_LARGE, f"event data is {size} bytes, over the {max_bytes} allowed", ref)
+        reason = f"event data is {size} bytes, over the {max_bytes} allowed"
+        raise EventError(E_TOO_LARGE, reason, ref)
     return text
 
 
