@@ -17,8 +17,9 @@ Delivery
     :meth:`Broker.subscribe` registers a callback for one room. It is called once per event
     published in that room after ``subscribe`` returned (a :class:`Message`, a
     :class:`PresenceEvent` or a :class:`RoomEvent`), in publication order, from the
-    publishing greenlet (memory) or from the broker's listener greenlet (Redis). Callbacks must not block: the hub's callback
-    only puts pre-encoded frames on bounded connection queues.
+    publishing greenlet (memory) or from the broker's listener greenlet (Redis). Callbacks
+    must not block: the hub's callback only puts pre-encoded frames on bounded connection
+    queues.
 """
 
 from __future__ import annotations
