@@ -10,6 +10,7 @@ get these routes:
     /ws/served/<room>          joins <room>, then hands the socket to its reader (serve())
     POST /push/<room>          emits {"event": E, "data": D} from a plain HTTP view
     GET  /members/<room>       members() as JSON
+    flask --app ... emit ROOM EVENT JSON     an emit from a CLI command
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from __future__ import annotations
 import json
 import time
 
+import click
 import gevent
 from flask import Flask, jsonify, request
 
-from wsapp import Rooms
+from wsapp.rooms import Rooms, RoomsMixin
 
 
-def add_routes(app: Flask, rooms: Rooms) -> None:
+def add_routes(app: Flask, rooms: Rooms | RoomsMixin) -> None:
     @app.route("/ws/room/<room>", websocket=True)
     def in_room(room: str):
         ws = request.environ["wsgi.websocket"]
@@ -66,3 +68,12 @@ def add_routes(app: Flask, rooms: Rooms) -> None:
     @app.get("/members/<room>")
     def members(room: str):
         return jsonify(members=[{"id": m.id, "name": m.name} for m in rooms.members(room)])
+
+    @app.cli.command("emit")
+    @click.argument("room")
+    @click.argument("event")
+    @click.argument("data")
+    def emit_command(room: str, event: str, data: str) -> None:
+        """flask --app ... emit ROOM EVENT JSON: an emit from a CLI command of the app."""
+        rooms.emit(room, event, json.loads(data))
+        click.echo(f"emitted {event} to {room}")

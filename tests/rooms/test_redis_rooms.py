@@ -111,6 +111,21 @@ def test_one_client_addressed_by_its_id_from_another_process(servers, redis_url)
         a1.nothing_within(0.3)
 
 
+def test_a_cli_command_of_the_app_emits_through_redis(servers, redis_url) -> None:
+    a_srv, _ = servers
+    room = new_room("cli")
+    with RoomMember(a_srv, f"/ws/room/{room}") as a1:
+        done = subprocess.run(
+            [PYTHON, "-m", "flask", "--app", "tests.rooms.plain_app:app", "emit", room, "from-cli",
+             '{"ok": true}'],
+            cwd=ROOT, env=clean_env(PYTHONPATH=str(ROOT), WSAPP_REDIS_URL=redis_url),
+            capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        expected = {"type": "event", "event": "from-cli", "room": room, "data": {"ok": True}}
+        assert a1.next() == expected
+
+
 def test_publisher_never_lies_when_redis_stalls_or_is_down() -> None:
     with running_redis() as server:
         publisher = Publisher(server.url, timeout=0.3)
