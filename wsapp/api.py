@@ -181,7 +181,8 @@ def post_event(room: str):
         return refused
     limit = state.settings.max_event_bytes
     # The body holds the data as JSON, escaped at most 6 characters per byte (\u0001).
-    request.max_content_length = max(request.max_content_length or 0, limit * 6 + 4096)
+    if request.max_content_length is not None:  # None: no limit at all
+        request.max_content_length = max(request.max_content_length, limit * 6 + 4096)
     try:
         body = request.get_json(silent=True)
     except RequestEntityTooLarge:

@@ -5,6 +5,8 @@ members; white-space-only messages refused (server and CLI)."""
 from __future__ import annotations
 
 import io
+import re
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -164,3 +166,22 @@ def test_events_are_rate_limited_like_messages() -> None:
                 break
         assert ann.close_code() == 1008
         srv.wait_for_log("reason='rate limit exceeded'")
+
+
+def test_events_are_counted_in_metrics(chat_srv) -> None:
+    def counts() -> dict[str, float]:
+        with urllib.request.urlopen(chat_srv.http_url("/metrics"), timeout=10) as answer:
+            text = answer.read().decode()
+        found = re.findall(r'^wsapp_events_total\{origin="(\w+)"\} ([0-9.e+]+)$', text, re.M)
+        return {origin: float(value) for origin, value in found}
+
+    before = counts()
+    assert set(before) == {"server", "client", "api"}
+    room = new_room("metrics")
+    with ChatClient(chat_srv, room, "ann") as ann:
+        ann.send_json({"type": "event", "event": "typing", "ref": "m"})
+        ann.next_of("ack")
+        assert post_json(chat_srv, f"/push/{room}", {"event": "e"})[0] == 200
+        assert post_json(chat_srv, f"/api/rooms/{room}/events", {"event": "e"}, AUTH)[0] == 200
+    after = counts()
+    assert {k: after[k] - before[k] for k in after} == {"server": 1, "client": 1, "api": 1}

@@ -34,6 +34,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import filterfalse
+from operator import attrgetter
 from typing import Any, Protocol
 
 import gevent
@@ -168,13 +170,31 @@ class _Room:
     members: dict[str, LocalMember] = field(default_factory=dict)
     snapshot: tuple[LocalMember, ...] = ()  # every member: named events go to all
     chat: tuple[LocalMember, ...] = ()  # chat members: messages and presence
+    event_members: int = 0
     subscription: Subscription | None = None
     ready: gevent.event.Event = field(default_factory=gevent.event.Event)
     error: BaseException | None = None
 
+    def add(self, lm: LocalMember) -> None:
+        self.members[lm.id] = lm
+        self.event_members += lm.events_only
+        self.refresh()
+
+    def remove(self, member_id: str) -> LocalMember | None:
+        lm = self.members.pop(member_id, None)
+        if lm is not None:
+            self.event_members -= lm.events_only
+            self.refresh()
+        return lm
+
     def refresh(self) -> None:
         self.snapshot = tuple(self.members.values())
-        self.chat = tuple(lm for lm in self.snapshot if not lm.events_only)
+        # a pure chat room (the common case, and join storms) pays for one tuple only
+        chat = tuple(filterfalse(_events_only, self.snapshot)) if self.event_members else None
+        self.chat = self.snapshot if chat is None else chat
+
+
+_events_only = attrgetter("events_only")
 
 
 def frame_event(event: Event, framer: Callable[[bytes], bytes] = text_frame) -> bytes:
@@ -249,8 +269,7 @@ class Hub:
         room = self._rooms.get(lm.room)
         if room is None:
             room = self._rooms[lm.room] = _Room(lm.room)
-            room.members[lm.id] = lm
-            room.refresh()
+            room.add(lm)
             try:
                 room.subscription = self.broker.subscribe(lm.room, lambda ev, _r=room: self._on_event(_r, ev))
             except BaseException as exc:
@@ -261,8 +280,7 @@ class Hub:
             finally:
                 room.ready.set()
             return room
-        room.members[lm.id] = lm
-        room.refresh()
+        room.add(lm)
         room.ready.wait()  # another greenlet is subscribing this room (Redis: I/O)
         if room.error is not None:
             self._detach(lm)
@@ -271,9 +289,8 @@ class Hub:
 
     def _detach(self, lm: LocalMember) -> None:
         room = self._rooms.get(lm.room)
-        if room is None or room.members.pop(lm.id, None) is None:
+        if room is None or room.remove(lm.id) is None:
             return
-        room.refresh()
         if not room.members:
             del self._rooms[lm.room]
             if room.subscription is not None:
