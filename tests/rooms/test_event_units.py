@@ -130,3 +130,12 @@ def test_hello_tells_the_text_limit() -> None:
 )
 def test_redis_payload_round_trip(event: RoomEvent) -> None:
     assert decode_event("r", json.loads(event_payload(event))) == event
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"k": "e"}, {"k": "e", "e": "x"}, {"k": "e", "e": 1, "d": "1"}, {"k": "e", "e": "x", "d": 1},
+     {"k": "e", "e": "x", "d": "1", "s": "bob"}, {"k": "e", "e": "x", "d": "1", "s": [1, 2]}],
+)
+def test_malformed_redis_event_payloads_are_skipped(payload: dict) -> None:
+    assert decode_event("r", payload) is None

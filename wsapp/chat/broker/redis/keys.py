@@ -136,15 +136,16 @@ def event_payload(event: RoomEvent) -> str:
 def decode_event(room: str, data: dict[str, Any]) -> Event | None:
     """A pub/sub payload as a broker Event (``None`` for kinds that are not events)."""
     k = data.get("k")
-    if k == "e":
-        sender = data.get("s")
-        return RoomEvent(
-            room,
-            data["e"],
-            data["d"],
-            Member(sender[0], sender[1]) if sender else None,
-            data.get("x"),
-        )
+    if k == "e":  # from any process that can PUBLISH (Publisher): skipped unless well formed
+        name, body, sender, skip = data.get("e"), data.get("d"), data.get("s"), data.get("x")
+        if not (isinstance(name, str) and isinstance(body, str)):
+            return None
+        if sender is not None and not (
+            isinstance(sender, list) and len(sender) == 2 and all(isinstance(v, str) for v in sender)
+        ):
+            return None
+        member = Member(sender[0], sender[1]) if sender else None
+        return RoomEvent(room, name, body, member, skip if isinstance(skip, str) else None)
     if k == "m":
         mid = data["id"]
         ts = parse_stream_id(mid)[0]
