@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from websockets.sync.client import connect
 
 from tests.chat.conftest import new_room
 from tests.rooms.clients import RoomMember, get_json, post_json, wait_members
@@ -124,6 +125,27 @@ def test_a_cli_command_of_the_app_emits_through_redis(servers, redis_url) -> Non
         assert done.returncode == 0, done.stderr
         expected = {"type": "event", "event": "from-cli", "room": room, "data": {"ok": True}}
         assert a1.next() == expected
+
+
+@pytest.mark.parametrize("mode", ["serve", "gunicorn"])
+def test_a_planned_shutdown_leaves_presence_at_once(mode: str, redis_url: str) -> None:
+    """SIGTERM: the sockets' end work (leaving Rooms rooms and chat rooms) is done before the
+    process exits, so other processes do not list them until WSAPP_PRESENCE_TTL (30 s)."""
+    room, chat_room = new_room("bye"), new_room("byechat")
+    env = ROOMS_ENV | {"WSAPP_REDIS_URL": redis_url}
+    publisher = Publisher(redis_url)
+    with running_server(mode, env=env, app="tests.rooms.own_app:app") as srv:
+        members = [RoomMember(srv, f"/ws/room/{room}"), RoomMember(srv, f"/ws/served/{room}")]
+        chat = connect(srv.url(f"/chat/{chat_room}?name=ann"), open_timeout=10)
+        assert json.loads(chat.recv(timeout=5))["type"] == "hello"
+        assert len(publisher.members(room)) == 2 and len(publisher.members(chat_room)) == 1
+        srv.signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=20) == 0
+        log = srv.log_text()
+        assert "closed 3 WebSocket(s) with 1001" in log and "Traceback" not in log, log[-3000:]
+    assert publisher.members(room) == [] and publisher.members(chat_room) == []
+    for client in (*members, chat):
+        client.close()
 
 
 def test_publisher_never_lies_when_redis_stalls_or_is_down() -> None:

@@ -104,6 +104,15 @@ class ClosingMixin:
         if not self._closed_event.wait(limit):
             self.abort()
 
+    def wait_ended(self, timeout: float | None = None) -> bool:
+        """Wait until the reader has finished, its end-of-connection work included (end
+        callbacks, `serve`'s on_end); True if it has."""
+        reader = self._reader
+        if reader is None or reader.dead or reader is gevent.getcurrent():
+            return True
+        reader.join(timeout)
+        return reader.dead
+
     def abort(self, code: int = CloseCode.ABNORMAL, reason: str = "aborted",
               cause: CloseCause = CloseCause.ABORTED) -> None:
         """Drop the TCP connection at once (dead or hopelessly slow peer)."""
