@@ -160,8 +160,8 @@ class Rooms:
                 "invalid_room", f"invalid room name {room!r:.80}: use 1 to 64 of A-Z a-z 0-9 _ - ."
             )
         name = events.check_event_name(event)
-        hub = self._hub()
         text = events.encode_event_data(data, self._settings().max_event_bytes)
+        hub = self._hub()
         skip_id = getattr(skip, "id", skip)
         try:
             hub.broker.emit(RoomEvent(room, name, text, None, skip_id))
