@@ -136,7 +136,7 @@ def test_a_planned_shutdown_leaves_presence_at_once(mode: str, redis_url: str) -
     publisher = Publisher(redis_url)
     with running_server(mode, env=env, app="tests.rooms.own_app:app") as srv:
         members = [RoomMember(srv, f"/ws/room/{room}"), RoomMember(srv, f"/ws/served/{room}")]
-        chat = connect(srv.url(f"/chat/{chat_room}?name=ann"), open_timeout=10)
+        chat = connect(srv.url(f"/chat/{chat_room}?name=ann"), open_timeout=10, legacy=True)
         assert json.loads(chat.recv(timeout=5))["type"] == "hello"
         assert len(publisher.members(room)) == 2 and len(publisher.members(chat_room)) == 1
         srv.signal(signal.SIGTERM)
