@@ -23,11 +23,23 @@
  *   marked "not delivered" with a button to send it again (we never resend it on our own,
  *   which could duplicate it).
  * - Peer text is always set with textContent, never parsed as HTML.
+ *
+ * Limits and typing
+ * - `hello.max_text_bytes` is the server's limit (WSAPP_MAX_CHAT_BYTES): a longer message
+ *   is refused here before it is sent, with a notice that says the limit, and stays in the
+ *   composer. A message of white space only is not sent (the server refuses it too).
+ * - While you type we send the named event {"type": "event", "event": "typing", "data":
+ *   {"typing": true}} at most every TYPING_EVERY_MS, and {"typing": false} once the text is
+ *   sent or cleared. Others' typing events (they carry a `sender`; server events do not)
+ *   show "x is typing…" until false, a message from x, x leaving, or TYPING_TTL_MS of
+ *   silence. The server keeps no events (docs/protocol.md, "Events").
+ * - The Rooms list shows this room's member count from the Members list (live), the other
+ *   rooms' from GET /api/rooms (every 15 s).
  */
 "use strict";
 
 (function () {
-  const { el, wsUrl, clock, fetchRooms, renderRooms, wireRoomForm } = window.wsapp;
+  const { el, wsUrl, clock, formatBytes, fetchRooms, renderRooms, wireRoomForm } = window.wsapp;
   const $ = (id) => document.getElementById(id);
 
   const root = $("chat");
@@ -45,6 +57,7 @@
   const meName = $("me-name");
   const notice = $("notice");
   const noticeText = $("notice-text");
+  const typingEl = $("typing");
 
   const NICK_KEY = "wsapp.nick";
   const BACKOFF_MIN_MS = 500;
@@ -52,6 +65,8 @@
   const CONFIRM_GRACE_MS = 5000;
   const MAX_RENDERED = 1000;
   const MAX_SEEN = 5000;
+  const TYPING_EVERY_MS = 2000;
+  const TYPING_TTL_MS = 5000;
 
   let nick = null; // what we ask for
   let myName = null; // what the server calls us (hello.name)
@@ -71,6 +86,12 @@
   const members = new Map(); // connection id (or a made-up key) -> name
   const pending = []; // our messages not yet confirmed: {ref, text, li, state, gen}
   let refSeq = 0;
+  let maxTextBytes = null; // hello.max_text_bytes: the server's limit, once known
+  let apiRooms = null; // the last GET /api/rooms answer
+  const typers = new Map(); // connection id -> {name, timer}: who is typing
+  let typingOn = false; // we told the room we are typing
+  let typingSentAt = 0;
+  const encoder = new TextEncoder();
 
   // ---------------------------------------------------------------- status and notices
   function setStatus(state, label) {
@@ -164,6 +185,16 @@
       membersEl.append(li);
     }
     memberCount.textContent = String(members.size);
+    renderRoomList();
+  }
+
+  /** The Rooms list, this room's count taken from the Members list so the two agree. */
+  function renderRoomList() {
+    let list = apiRooms;
+    if (helloSeen) {
+      list = (apiRooms || []).filter((r) => r.room !== room).concat([{ room, members: members.size }]);
+    }
+    renderRooms(roomsEl, list, room);
   }
 
   let anon = 0;
@@ -224,7 +255,25 @@
     return p;
   }
 
+  function utf8Bytes(text) {
+    return encoder.encode(text).length;
+  }
+
+  function overLimit(text) {
+    return maxTextBytes !== null && utf8Bytes(text) > maxTextBytes;
+  }
+
+  function limitSentence(text) {
+    return "it is " + formatBytes(utf8Bytes(text)) + " (" + utf8Bytes(text) + " bytes) and the server takes at most " +
+      maxTextBytes + " bytes";
+  }
+
   function transmit(p) {
+    if (overLimit(p.text)) { // typed while offline, before we knew the limit
+      setPendingState(p, "failed", "not sent: " + limitSentence(p.text));
+      p.retryBtn.hidden = true;
+      return;
+    }
     p.gen = gen;
     ws.send(JSON.stringify({ type: "message", text: p.text, ref: p.ref }));
     setPendingState(p, "sent", "sending…");
@@ -246,10 +295,70 @@
     append(p.li);
   }
 
+  // ---------------------------------------------------------------- typing (named events)
+  function sendTyping(on) {
+    if (!ws || !helloSeen || ws.readyState !== WebSocket.OPEN) return;
+    ws.send(JSON.stringify({ type: "event", event: "typing", data: { typing: on } }));
+    typingOn = on;
+    typingSentAt = on ? Date.now() : 0;
+  }
+
+  function noteTyping() {
+    if (!textArea.value.trim()) {
+      if (typingOn) sendTyping(false);
+    } else if (!typingOn || Date.now() - typingSentAt >= TYPING_EVERY_MS) {
+      sendTyping(true);
+    }
+  }
+
+  function renderTyping() {
+    const names = Array.from(new Set(Array.from(typers.values(), (t) => t.name)));
+    let text = "";
+    if (names.length === 1) text = names[0] + " is typing…";
+    else if (names.length === 2) text = names[0] + " and " + names[1] + " are typing…";
+    else if (names.length > 2) text = names.length + " people are typing…";
+    typingEl.textContent = text;
+  }
+
+  function stopTyper(id) {
+    const t = typers.get(id);
+    if (!t) return;
+    clearTimeout(t.timer);
+    typers.delete(id);
+    renderTyping();
+  }
+
+  function stopTypersNamed(name) {
+    for (const [id, t] of Array.from(typers)) if (t.name === name) stopTyper(id);
+  }
+
+  function clearTypers() {
+    for (const t of typers.values()) clearTimeout(t.timer);
+    typers.clear();
+    renderTyping();
+  }
+
+  function onEvent(ev) {
+    if (ev.event !== "typing") return;
+    const sender = ev.sender; // only clients type: server events have no sender
+    if (!sender || typeof sender !== "object" || typeof sender.name !== "string") return;
+    const id = String(sender.id);
+    if (id === String(connId)) return;
+    if (!(ev.data && typeof ev.data === "object" && ev.data.typing === true)) {
+      stopTyper(id);
+      return;
+    }
+    const old = typers.get(id);
+    if (old) clearTimeout(old.timer);
+    typers.set(id, { name: sender.name, timer: setTimeout(() => stopTyper(id), TYPING_TTL_MS) });
+    renderTyping();
+  }
+
   // ---------------------------------------------------------------- protocol events
   function onHello(ev) {
     helloSeen = true;
     connId = ev.id;
+    maxTextBytes = typeof ev.max_text_bytes === "number" && ev.max_text_bytes > 0 ? ev.max_text_bytes : null;
     myName = typeof ev.name === "string" ? ev.name : nick;
     meName.textContent = myName;
     if (ev.epoch !== undefined && ev.epoch !== null) {
@@ -317,6 +426,7 @@
     }
     remember(id, { name: msg.name, text: msg.text, ts: msg.ts });
     lastId = id;
+    if (!msg.replay) stopTypersNamed(msg.name); // they sent what they were typing
     const mine = msg.name === myName ? pending.find((p) => p.text === msg.text && p.state !== "queued") : null;
     if (mine) confirmPending(mine, msg);
     else renderNew(msg);
@@ -344,6 +454,7 @@
       systemLine(ev.name + " joined", "presence");
     } else {
       removeMember(ev.id, ev.name);
+      stopTyper(String(ev.id));
       systemLine(ev.name + " left", "presence");
     }
     renderMembers();
@@ -400,6 +511,7 @@
         case "join":
         case "leave": onJoinLeave(ev); break;
         case "error": onError(ev); break;
+        case "event": onEvent(ev); break;
         default: break;
       }
     });
@@ -409,6 +521,8 @@
       const hadHello = helloSeen;
       ws = null;
       helloSeen = false;
+      typingOn = false;
+      clearTypers();
       for (const p of pending) if (p.state === "sent") p.stateEl.textContent = "waiting for confirmation…";
       if (userClosed) return;
       const detail = "code " + event.code + (event.reason ? ": " + event.reason : "");
@@ -515,9 +629,16 @@
   composer.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = textArea.value;
-    if (!text.trim()) return;
+    if (!text.trim()) return; // white space only is not a message (the server refuses it too)
+    if (overLimit(text)) {
+      showNotice("Not sent: " + limitSentence(text) + ". Shorten it and send again.", "limit");
+      textArea.focus();
+      return;
+    }
+    hideNotice("limit");
     submitText(text);
     textArea.value = "";
+    if (typingOn) sendTyping(false);
     autoGrow();
     textArea.focus();
   });
@@ -533,13 +654,17 @@
     textArea.style.height = "auto";
     textArea.style.height = Math.min(textArea.scrollHeight + 2, 160) + "px";
   }
-  textArea.addEventListener("input", autoGrow);
+  textArea.addEventListener("input", () => {
+    autoGrow();
+    noteTyping();
+  });
 
   // ---------------------------------------------------------------- rooms
   wireRoomForm($("room-form"));
 
   async function refreshRooms() {
-    renderRooms(roomsEl, await fetchRooms(), room);
+    apiRooms = await fetchRooms();
+    renderRoomList();
   }
   refreshRooms();
   setInterval(() => {

@@ -17,9 +17,42 @@ from wsapp.logconfig import configure_logging
 from wsapp.settings import Settings
 
 __all__ = [
-    "ConnectionClosed", "Settings", "WebSockets", "__version__", "configure_logging",
-    "create_app", "serve",
+    "BrokerUnavailable",
+    "ConnectionClosed",
+    "EventError",
+    "Member",
+    "OutcomeUnknown",
+    "Publisher",
+    "Rooms",
+    "Settings",
+    "WebSockets",
+    "__version__",
+    "configure_logging",
+    "create_app",
+    "serve",
 ]
+
+#: Imported on first use (PEP 562): Publisher needs redis (the [redis] extra), and Rooms
+#: brings in the chat hub and metrics, which `import wsapp` alone should not.
+_LAZY = {
+    "Rooms": ("wsapp.rooms", "Rooms"),
+    "Publisher": ("wsapp.publisher", "Publisher"),
+    "EventError": ("wsapp.chat.events", "EventError"),
+    "Member": ("wsapp.chat.broker.base", "Member"),
+    "BrokerUnavailable": ("wsapp.chat.broker.base", "BrokerUnavailable"),
+    "OutcomeUnknown": ("wsapp.chat.broker.base", "OutcomeUnknown"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'wsapp' has no attribute {name!r}")
 
 #: The package version (pyproject.toml reads it from here).
 __version__ = "0.1.0"

@@ -3,9 +3,10 @@
     GET  /api/rooms                          rooms with members or history
     GET  /api/rooms/<room>/messages?since=&limit=
     POST /api/rooms/<room>/messages          {"name": ..., "text": ...}, Bearer token
+    POST /api/rooms/<room>/events            {"event": ..., "data": ...}, Bearer token
 
-POST needs ``Authorization: Bearer $WSAPP_API_TOKEN``; with no token configured the
-endpoint is disabled (403). With WSAPP_REQUIRE_TOKEN=1 the GETs need the right to join:
+The POSTs need ``Authorization: Bearer $WSAPP_API_TOKEN``; with no token configured they
+are disabled (403). With WSAPP_REQUIRE_TOKEN=1 the GETs need the right to join:
 a chat token for the room (``Authorization: Bearer <token>`` or ``?token=``) or the API
 token, and the room list shows only the rooms the credential admits
 (`admission.api_read_access`). Errors are JSON: ``{"error": code, "reason": sentence}``.
@@ -18,11 +19,12 @@ import hmac
 import logging
 
 from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from wsapp import admission
+from wsapp import admission, metrics
 from wsapp.app_state import get_state
 from wsapp.chat import events
-from wsapp.chat.broker.base import BrokerUnavailable, InvalidMessageId, OutcomeUnknown
+from wsapp.chat.broker.base import BrokerUnavailable, InvalidMessageId, OutcomeUnknown, RoomEvent
 
 log = logging.getLogger("wsapp.api")
 
@@ -67,7 +69,8 @@ def _broker_outcome_unknown(exc: OutcomeUnknown):
     if request.method != "POST":
         return _broker_down(exc)
     log.warning("api: broker did not answer: %s", exc)
-    reason = "the chat broker did not answer: the message may or may not have been published"
+    what = "event" if request.path.endswith("/events") else "message"
+    reason = f"the chat broker did not answer: the {what} may or may not have been published"
     return error(504, events.E_OUTCOME_UNKNOWN, reason)
 
 
@@ -125,10 +128,9 @@ def _authorized(token: str) -> bool:
     return hmac.compare_digest(given.strip().encode("utf-8"), token.encode("utf-8"))
 
 
-@bp.post("/rooms/<room>/messages")
-def post_message(room: str):
-    state = get_state()
-    token = state.settings.api_token
+def _post_refusal(room: str) -> Response | None:
+    """The answer to a POST that may not publish (the API token, the room name), or None."""
+    token = get_state().settings.api_token
     if not token:
         return error(403, "disabled", "posting is disabled: WSAPP_API_TOKEN is not set")
     if not _authorized(token):
@@ -136,6 +138,15 @@ def post_message(room: str):
                      {"WWW-Authenticate": 'Bearer realm="wsapp"'})
     if not events.is_valid_room(room):
         return error(400, "invalid_room", "room names are 1 to 64 of A-Z a-z 0-9 _ - .")
+    return None
+
+
+@bp.post("/rooms/<room>/messages")
+def post_message(room: str):
+    state = get_state()
+    refused = _post_refusal(room)
+    if refused is not None:
+        return refused
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return error(400, "invalid_body", 'expected a JSON object {"name": ..., "text": ...}')
@@ -147,8 +158,8 @@ def post_message(room: str):
     except events.ValidationError as exc:
         return error(400, "invalid_name", exc.reason)
     text = body.get("text")
-    if not isinstance(text, str) or not text:
-        return error(400, events.E_EMPTY, "text must be a non-empty string")
+    if not isinstance(text, str) or not text or text.isspace():
+        return error(400, events.E_EMPTY, "text must be a string with more than white space")
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
@@ -159,3 +170,30 @@ def post_message(room: str):
     response = jsonify(msg.to_dict())
     response.status_code = 201
     return response
+
+
+@bp.post("/rooms/<room>/events")
+def post_event(room: str):
+    """Emit a named event to the room's members (not kept); 200 once the broker has it."""
+    state = get_state()
+    refused = _post_refusal(room)
+    if refused is not None:
+        return refused
+    limit = state.settings.max_event_bytes
+    # The body holds the data as JSON, escaped at most 6 characters per byte (\u0001).
+    if request.max_content_length is not None:  # None: no limit at all
+        request.max_content_length = max(request.max_content_length, limit * 6 + 4096)
+    try:
+        body = request.get_json(silent=True)
+    except RequestEntityTooLarge:
+        return error(413, events.E_TOO_LARGE, f"event data is over {limit} bytes")
+    if not isinstance(body, dict):
+        return error(400, "invalid_body", 'expected a JSON object {"event": ..., "data": ...}')
+    try:
+        name = events.check_event_name(body.get("event"))
+        data = events.encode_event_data(body.get("data"), limit)
+    except events.EventError as exc:
+        return error(413 if exc.code == events.E_TOO_LARGE else 400, exc.code, exc.reason)
+    state.broker.emit(RoomEvent(room, name, data))
+    metrics.event_published("api")
+    return jsonify(room=room, event=name)

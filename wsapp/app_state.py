@@ -21,6 +21,8 @@ class AppState:
     settings: Settings
     hub: Any = None
     broker: Any = None
+    #: set once a broker made on first use (wsapp.rooms, apps not made by create_app) started
+    hub_started: Any = None
 
 
 def init_state(app: Flask, settings: Settings) -> AppState:

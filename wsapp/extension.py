@@ -36,7 +36,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, got_request_exception, request
 
@@ -51,6 +51,10 @@ from wsapp.protocol.handshake import (
     select_subprotocol,
 )
 from wsapp.settings import Settings
+
+if TYPE_CHECKING:
+    from wsapp.chat.broker.base import Member
+    from wsapp.rooms import Rooms
 
 __all__ = ["WebSockets", "install_close_handler", "negotiate_subprotocol"]
 
@@ -90,6 +94,7 @@ class WebSockets:
         self._settings = settings
         self._routes: list[_Route] = []
         self._apps: list[Flask] = []
+        self._rooms: Rooms | None = None
         #: The app given to the constructor (Flask convention), else None.
         self.app = app
         if app is not None:
@@ -116,6 +121,8 @@ class WebSockets:
             self._apps.append(app)
             for route in self._routes:
                 _register(app, route)
+            if self._rooms is not None:
+                self._rooms.init_app(app)
 
     def route(
         self,
@@ -154,9 +161,39 @@ class WebSockets:
 
         return decorator
 
-    # --- rooms for user code -----------------------------------------------------------
-    # `join(ws, room)`, `leave(ws, room)`, `emit(room, message)` and `members(room)` belong
-    # here, next to `route`, delegating to `wsapp.rooms` (its own issue; not implemented).
+    # --- rooms for user code: one-line delegations to `wsapp.Rooms` (docs/rooms.md) -------
+
+    @property
+    def rooms(self) -> Rooms:
+        """This extension's `wsapp.Rooms`, made on first use (importing it loads the chat hub
+        and metrics, which `import wsapp` alone, e.g. in a gunicorn master, must not)."""
+        if self._rooms is None:
+            from wsapp.rooms import Rooms
+
+            self._rooms = Rooms()
+            for app in self._apps:
+                self._rooms.init_app(app)
+        return self._rooms
+
+    def join(self, ws: WebSocket, room: str, *, name: str = "") -> None:
+        """`Rooms.join`: `ws` in `room` until `leave` or the end of the connection."""
+        self.rooms.join(ws, room, name=name)
+
+    def leave(self, ws: WebSocket, room: str) -> None:
+        """`Rooms.leave`."""
+        self.rooms.leave(ws, room)
+
+    def rooms_of(self, ws: WebSocket) -> list[str]:
+        """`Rooms.rooms_of`."""
+        return self.rooms.rooms_of(ws)
+
+    def members(self, room: str) -> list[Member]:
+        """`Rooms.members`: across processes with the Redis broker."""
+        return self.rooms.members(room)
+
+    def emit(self, room: str, event: str, data: Any = None, *, skip: Any = None) -> None:
+        """`Rooms.emit`: a named event to every member of `room`, in every process."""
+        self.rooms.emit(room, event, data, skip=skip)
 
 
 def negotiate_subprotocol(ws: WebSocket, supported: Sequence[str]) -> str | None:

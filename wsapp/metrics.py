@@ -10,7 +10,7 @@ workers keep counting, as Prometheus counters must.
 
 Recording is cheap (no I/O) and never raises into the caller. Hooks used by other modules:
 `connection_opened/closed`, `record_traffic`, `record_close`, `handshake_rejected`,
-`broker_error`, `observe_fanout`.
+`broker_error`, `event_published`, `observe_fanout`.
 """
 
 from __future__ import annotations
@@ -94,6 +94,13 @@ SLOW_CONSUMERS = Counter("wsapp_slow_consumer_drops", "Connections closed 1008 b
 RATE_LIMITED = Counter("wsapp_rate_limited", "Connections closed 1008 for exceeding WSAPP_RATE_LIMIT.", ["endpoint"])
 KEEPALIVE_TIMEOUTS = Counter("wsapp_keepalive_timeouts", "Connections dropped because no pong came within WSAPP_PING_TIMEOUT.")
 BROKER_ERRORS = Counter("wsapp_broker_errors", "Chat broker operations that failed, by operation.", ["operation"])
+EVENTS = Counter(
+    "wsapp_events",
+    "Named events handed to the broker, by origin: server (emit from code), client (a chat "
+    "client's event), api (POST /api/rooms/<room>/events).",
+    ["origin"],
+)
+_EVENT_ORIGINS = ("server", "client", "api")
 FANOUT_SECONDS = Histogram(
     "wsapp_fanout_seconds",
     "Time to encode one chat event and queue it to every local member of the room.",
@@ -201,6 +208,10 @@ def broker_error(operation: str) -> None:
     BROKER_ERRORS.labels(operation).inc()
 
 
+def event_published(origin: str) -> None:
+    _child(EVENTS, origin).inc()
+
+
 def observe_fanout(seconds: float) -> None:
     FANOUT_SECONDS.observe(seconds)
 
@@ -266,6 +277,8 @@ def init_labels() -> None:
         for direction in ("in", "out"):
             MESSAGES.labels(endpoint, direction)
             BYTES.labels(endpoint, direction)
+    for origin in _EVENT_ORIGINS:
+        EVENTS.labels(origin)
 
 
 class Sink:

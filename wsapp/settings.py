@@ -126,6 +126,13 @@ class Settings:
         _int(1, 1 << 24),
         "Largest chat message text in UTF-8 bytes; larger gets an `error` event.",
     )
+    max_event_bytes: int = _setting(
+        64 * 1024,
+        _int(1, 1 << 24),
+        "Largest data of a named event (its JSON in UTF-8 bytes) that server code "
+        "(`emit`, `Publisher`) and `POST /api/rooms/<room>/events` may send; chat "
+        "clients' events are held to WSAPP_MAX_CHAT_BYTES.",
+    )
     history: int = _setting(
         100,
         _int(0, 100_000),

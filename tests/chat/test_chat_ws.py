@@ -88,6 +88,7 @@ def test_hello_broadcast_and_ack(chat_server) -> None:
             "members": ["ann"],
             "presence": [{"id": a.id, "name": "ann"}],
             "history": 0,
+            "max_text_bytes": MAX_CHAT,  # WSAPP_MAX_CHAT_BYTES: pages check it before sending
         }
         assert b.hello["members"] == ["ann", "bob"] and b.id != a.id
         assert a.next() == {"type": "join", "room": room, "name": "bob", "id": b.id}

@@ -89,11 +89,14 @@ def test_two_pages_chat_both_ways_with_presence_and_no_html(web_server, new_page
     screenshot(grace, "chat-phone")
     assert grace.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
-    # A refusal from the server is visible (message over WSAPP_MAX_CHAT_BYTES).
+    # A message over WSAPP_MAX_CHAT_BYTES (hello.max_text_bytes) is refused by the page
+    # before it is sent, saying the limit, and stays in the composer.
     say(ada, "x" * 17000)
     notice = ada.wait_for_selector("#notice:not([hidden])")
-    assert "refused" in notice.text_content()
-    ada.wait_for_selector("#messages li[data-state=failed]")
+    assert "Not sent" in notice.text_content() and "16384 bytes" in notice.text_content()
+    assert ada.input_value("#text") == "x" * 17000
+    assert ada.locator("#messages li.pending").count() == 0
+    ada.fill("#text", "")
     assert "x" * 17000 not in texts(grace)
 
     # Leave: the other page's member list follows.

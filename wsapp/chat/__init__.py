@@ -35,6 +35,7 @@ def init_app(app: Flask, settings: Settings, broker: Broker | None = None) -> Hu
         history=settings.history,
         queue_limit=settings.send_queue_bytes,
         send_to_all=send_to_all,
+        max_text_bytes=settings.max_chat_bytes,
     )
     state = get_state(app)
     state.broker = broker

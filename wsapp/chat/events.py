@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .broker.base import Member, Message, PresenceEvent
+from .broker.base import Member, Message, PresenceEvent, RoomEvent
 
 ROOM_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 MAX_NAME_CHARS = 32
@@ -37,6 +37,10 @@ E_UNKNOWN_TYPE = "unknown_type"
 E_UNAVAILABLE = "unavailable"
 E_OUTCOME_UNKNOWN = "outcome_unknown"
 E_RATE_LIMITED = "rate_limited"
+E_BAD_EVENT = "invalid_event"
+
+#: Event names: 1 to 64 of ``A-Z a-z 0-9 _ - . : /`` (docs/protocol.md, "Events").
+EVENT_NAME_RE = re.compile(r"[A-Za-z0-9_.:/\-]{1,64}")
 
 
 class ValidationError(ValueError):
@@ -47,6 +51,12 @@ class ValidationError(ValueError):
         self.code = code
         self.reason = reason
         self.ref = ref
+
+
+class EventError(ValidationError):
+    """An event that cannot be emitted: a bad name, data that is not JSON, or too large.
+
+    ``code`` is ``invalid_event`` or ``message_too_large``; ``reason`` says which and why."""
 
 
 # ---- handshake parameters ---------------------------------------------------------------
@@ -171,18 +181,72 @@ def json_depth_over(raw: str, limit: int = MAX_JSON_DEPTH) -> bool:
     return b"()" in rest or rest.count(b"(") > limit
 
 
-def parse_client_text(raw: str, max_bytes: int) -> ChatInput:
+@dataclass(frozen=True, slots=True)
+class EventInput:
+    """A named event a chat client wants relayed to its room: name, data as JSON text, ref."""
+
+    name: str
+    data: str
+    ref: str | None = None
+
+
+# ---- events (any room: chat clients, server code, the HTTP API, Publisher) ----------------
+
+
+def check_event_name(name: object, ref: str | None = None) -> str:
+    """`name` if it is a valid event name (EVENT_NAME_RE), else EventError."""
+    if not isinstance(name, str):
+        raise EventError(E_BAD_EVENT, "event name must be a string", ref)
+    if EVENT_NAME_RE.fullmatch(name) is None:
+        shown = json.dumps(name[:40])
+        raise EventError(
+            E_BAD_EVENT, f"invalid event name {shown}: use 1 to 64 of A-Z a-z 0-9 _ - . : /", ref
+        )
+    return name
+
+
+def encode_event_data(data: Any, max_bytes: int, ref: str | None = None) -> str:
+    """`data` as compact JSON text of at most `max_bytes` UTF-8 bytes, else EventError.
+
+    Anything `json.dumps` takes, except NaN and the infinities (not JSON, RFC 8259 6) and
+    strings that are not valid Unicode (lone surrogates)."""
+    try:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise EventError(E_BAD_EVENT, f"event data is not JSON: {exc}"[:200], ref) from None
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise EventError(E_BAD_EVENT, "event data is not valid Unicode", ref) from None
+    if size > max_bytes:
+        reason = f"event data is {size} bytes, over the {max_bytes} allowed"
+        raise EventError(E_TOO_LARGE, reason, ref)
+    return text
+
+
+def parse_client_event(obj: dict[str, Any], ref: str | None, max_bytes: int) -> EventInput:
+    """``{"type": "event", "event": name, "data": any (optional), "ref": ...}`` from a client."""
+    name = check_event_name(obj.get("event"), ref)
+    return EventInput(name, encode_event_data(obj.get("data"), max_bytes, ref), ref)
+
+
+def parse_client_text(raw: str, max_bytes: int) -> ChatInput | EventInput:
     """Interpret one text frame from a client.
 
-    * a JSON object with a ``"type"`` key is a protocol message; only
-      ``{"type": "message", "text": str, "ref": str|number (optional)}`` is defined;
+    * a JSON object with a ``"type"`` key is a protocol message:
+      ``{"type": "message", "text": str, "ref": str|number (optional)}``, or an event
+      ``{"type": "event", "event": name, "data": JSON (optional), "ref": ...}``
+      (an :class:`EventInput`, its data at most `max_bytes` as JSON);
     * anything else (plain text, other JSON) is taken whole as the message text.
 
-    The text must be non-empty, at most `max_bytes` UTF-8 bytes, and free of the characters
-    `check_text_chars` refuses (TAB and LF are allowed). A frame that starts
-    with ``{`` and nests deeper than MAX_JSON_DEPTH is refused (``invalid_message``), and one
-    too long to hold `max_bytes` of escaped text is ``message_too_large`` unparsed.
-    Raises ValidationError.
+    The text must have a character other than white space (`str.isspace`), be at most
+    `max_bytes` UTF-8 bytes, and be free of the characters `check_text_chars` refuses (TAB
+    and LF are allowed). A frame that starts with ``{`` and nests deeper than
+    MAX_JSON_DEPTH is refused (``invalid_message``), and one too long to hold `max_bytes` of
+    escaped text is ``message_too_large`` unparsed. Raises ValidationError.
     """
     text: Any = raw
     ref: str | None = None
@@ -200,13 +264,15 @@ def parse_client_text(raw: str, max_bytes: int) -> ChatInput:
             obj = None  # not JSON: plain text that happens to start with "{"
         if isinstance(obj, dict) and "type" in obj:
             ref = _ref(obj.get("ref"))
+            if obj["type"] == "event":  # relayed to the room, not kept (docs/protocol.md)
+                return parse_client_event(obj, ref, max_bytes)
             if obj["type"] != "message":
                 raise ValidationError(E_UNKNOWN_TYPE, f"unknown message type {json.dumps(obj['type'])[:40]}", ref)
             text = obj.get("text")
             if not isinstance(text, str):
                 raise ValidationError(E_BAD_MESSAGE, "message needs a string 'text'", ref)
-    if not text:
-        raise ValidationError(E_EMPTY, "message text is empty", ref)
+    if not text or text.isspace():
+        raise ValidationError(E_EMPTY, "message text is empty or only white space", ref)
     if len(text) > max_bytes:  # n code points are at least n bytes
         raise ValidationError(E_TOO_LARGE, f"message text is over {max_bytes} bytes", ref)
     try:
@@ -234,11 +300,13 @@ def encode_hello(
     members: Iterable[Member],
     history: int = 0,
     recovered: bool | None = None,
+    max_text_bytes: int | None = None,
 ) -> bytes:
     """First event on every chat connection.
 
     ``history``: how many replayed messages follow; ``recovered`` only when ``since=``
-    was given (False: some messages after it are no longer in history)."""
+    was given (False: some messages after it are no longer in history);
+    ``max_text_bytes``: the largest message text the server takes (WSAPP_MAX_CHAT_BYTES)."""
     members = list(members)
     obj: dict[str, Any] = {
         "type": "hello",
@@ -251,6 +319,8 @@ def encode_hello(
     }
     if recovered is not None:
         obj["recovered"] = recovered
+    if max_text_bytes is not None:
+        obj["max_text_bytes"] = max_text_bytes
     return _dump(obj)
 
 
@@ -276,8 +346,23 @@ def encode_error(code: str, reason: str, ref: str | None = None) -> bytes:
     return _dump(obj)
 
 
-def encode_event(event: Message | PresenceEvent) -> bytes:
+def encode_event_ack(ref: str, name: str) -> bytes:
+    """The ack of a client's event: it was handed to the broker (events have no id)."""
+    return _dump({"type": "ack", "ref": ref, "event": name})
+
+
+def encode_room_event(event: RoomEvent) -> bytes:
+    """``{"type": "event", "event", "room"[, "sender"], "data"}``; data spliced in as it is."""
+    head: dict[str, Any] = {"type": "event", "event": event.name, "room": event.room}
+    if event.sender is not None:
+        head["sender"] = {"id": event.sender.id, "name": event.sender.name}
+    return b"".join((_dump(head)[:-1], b',"data":', event.data.encode("utf-8"), b"}"))
+
+
+def encode_event(event: Message | PresenceEvent | RoomEvent) -> bytes:
     """A live broker event as the JSON payload every local member receives."""
     if isinstance(event, Message):
         return encode_message(event)
+    if isinstance(event, RoomEvent):
+        return encode_room_event(event)
     return encode_presence(event)

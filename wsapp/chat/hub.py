@@ -19,6 +19,11 @@ between, so no event can slip between buffer and queue. Replay and flush are pac
 connection's queued bytes (``conn.queued()``), so a history longer than
 WSAPP_SEND_QUEUE_BYTES reaches a reading client instead of overflowing its queue.
 
+Besides chat members, a room may hold *event members*: any socket that server code put
+in the room (``wsapp.rooms.Rooms``). They are live from the start (no hello, no history)
+and get only the room's named events (:class:`RoomEvent`), which chat members get too;
+chat messages and presence go to chat members only.
+
 The hub needs only this from a connection (duck-typed, see ``wsapp.engine.websocket``):
 ``id``, ``send_frame(bytes) -> bool``, ``close_nowait(code, reason)`` and ``queued()``.
 """
@@ -29,6 +34,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import filterfalse
+from operator import attrgetter
 from typing import Any, Protocol
 
 import gevent
@@ -45,6 +52,7 @@ from .broker.base import (
     Message,
     OutcomeUnknown,
     PresenceEvent,
+    RoomEvent,
     Subscription,
 )
 
@@ -78,12 +86,18 @@ class LocalMember:
     """A connection in a room of this process."""
 
     __slots__ = (
-        "buffer", "buffer_bytes", "buffer_limit", "conn", "live", "member", "room", "sender",
+        "buffer", "buffer_bytes", "buffer_limit", "conn", "events_only", "live", "member", "room",
+        "sender",
     )
 
     def __init__(
-        self, conn: ChatConnection, room: str, member: Member, buffer_limit: int,
+        self,
+        conn: ChatConnection,
+        room: str,
+        member: Member,
+        buffer_limit: int,
         client_id: str | None = None,
+        events_only: bool = False,
     ) -> None:
         self.conn = conn
         self.room = room
@@ -91,8 +105,10 @@ class LocalMember:
         # Who publishes, for idempotent retries by ref: the client's own id (``?client=``)
         # survives reconnects; without one, the connection id. "c:" keeps the two apart.
         self.sender = f"c:{client_id}" if client_id else member.id
-        self.live = False
-        self.buffer: list[tuple[Event, bytes]] | None = []
+        #: An event member (see the module docstring): live at once, named events only.
+        self.events_only = events_only
+        self.live = events_only
+        self.buffer: list[tuple[Event, bytes]] | None = None if events_only else []
         self.buffer_bytes = 0
         self.buffer_limit = buffer_limit  # bytes of frames buffered while joining
 
@@ -157,13 +173,33 @@ class LocalMember:
 class _Room:
     name: str
     members: dict[str, LocalMember] = field(default_factory=dict)
-    snapshot: tuple[LocalMember, ...] = ()
+    snapshot: tuple[LocalMember, ...] = ()  # every member: named events go to all
+    chat: tuple[LocalMember, ...] = ()  # chat members: messages and presence
+    event_members: int = 0
     subscription: Subscription | None = None
     ready: gevent.event.Event = field(default_factory=gevent.event.Event)
     error: BaseException | None = None
 
+    def add(self, lm: LocalMember) -> None:
+        self.members[lm.id] = lm
+        self.event_members += lm.events_only
+        self.refresh()
+
+    def remove(self, member_id: str) -> LocalMember | None:
+        lm = self.members.pop(member_id, None)
+        if lm is not None:
+            self.event_members -= lm.events_only
+            self.refresh()
+        return lm
+
     def refresh(self) -> None:
         self.snapshot = tuple(self.members.values())
+        # a pure chat room (the common case, and join storms) pays for one tuple only
+        chat = tuple(filterfalse(_events_only, self.snapshot)) if self.event_members else None
+        self.chat = self.snapshot if chat is None else chat
+
+
+_events_only = attrgetter("events_only")
 
 
 def frame_event(event: Event, framer: Callable[[bytes], bytes] = text_frame) -> bytes:
@@ -182,8 +218,11 @@ class Hub:
         replay_timeout: float = 10.0,
         framer: Callable[[bytes], bytes] = text_frame,
         send_to_all: Callable[[list[ChatConnection], bytes], None] | None = None,
+        max_text_bytes: int | None = None,
     ) -> None:
         self.broker = broker
+        #: WSAPP_MAX_CHAT_BYTES, told to chat clients in ``hello`` (pages check it before sending)
+        self.max_text_bytes = max_text_bytes
         #: Writes one frame to many connections; wsapp passes `connection.send_to_all`.
         self.send_to_all = send_to_all or _send_each
         self.history = history
@@ -207,17 +246,18 @@ class Hub:
     # ---- broker delivery (encode once, send many)
 
     def _on_event(self, room: _Room, event: Event) -> None:
-        members = room.snapshot
+        if isinstance(event, RoomEvent):  # every member, but the one it names (its sender)
+            members, skip = room.snapshot, event.skip
+        elif isinstance(event, PresenceEvent):  # not its own join: hello said it
+            members, skip = room.chat, event.member.id
+        else:
+            members, skip = room.chat, None
         if not members:
             return
         started = time.perf_counter()  # issue 6: wsapp_fanout_seconds
         frame = self.framer(events.encode_event(event))
         self.fanout_events += 1
-        if isinstance(event, PresenceEvent):  # a member does not get its own join: hello said it
-            skip = event.member.id
-            targets = [lm for lm in members if lm.member.id != skip]
-        else:
-            targets = members
+        targets = members if skip is None else [lm for lm in members if lm.member.id != skip]
         live = [lm.conn for lm in targets if lm.live]
         self.send_to_all(live, frame)
         if len(live) < len(targets):
@@ -234,8 +274,7 @@ class Hub:
         room = self._rooms.get(lm.room)
         if room is None:
             room = self._rooms[lm.room] = _Room(lm.room)
-            room.members[lm.id] = lm
-            room.refresh()
+            room.add(lm)
             try:
                 room.subscription = self.broker.subscribe(lm.room, lambda ev, _r=room: self._on_event(_r, ev))
             except BaseException as exc:
@@ -246,8 +285,7 @@ class Hub:
             finally:
                 room.ready.set()
             return room
-        room.members[lm.id] = lm
-        room.refresh()
+        room.add(lm)
         room.ready.wait()  # another greenlet is subscribing this room (Redis: I/O)
         if room.error is not None:
             self._detach(lm)
@@ -256,9 +294,8 @@ class Hub:
 
     def _detach(self, lm: LocalMember) -> None:
         room = self._rooms.get(lm.room)
-        if room is None or room.members.pop(lm.id, None) is None:
+        if room is None or room.remove(lm.id) is None:
             return
-        room.refresh()
         if not room.members:
             del self._rooms[lm.room]
             if room.subscription is not None:
@@ -299,7 +336,10 @@ class Hub:
             if not any(m.id == lm.id for m in members):  # a broker may not list us yet
                 members.append(lm.member)
             pace = self._pacer(conn)
-            conn.send_frame(self.framer(events.encode_hello(room, lm.id, name, members, len(replay), recovered)))
+            hello = events.encode_hello(
+                room, lm.id, name, members, len(replay), recovered, self.max_text_bytes
+            )
+            conn.send_frame(self.framer(hello))
             for msg in replay:
                 if not pace():
                     lm.abandon()
@@ -378,6 +418,31 @@ class Hub:
         if item.ref is not None:
             lm.conn.send_frame(self.framer(events.encode_ack(item.ref, msg.id)))
         return msg
+
+    # ---- event members (wsapp.rooms)
+
+    def attach_member(self, lm: LocalMember, presence: bool = True) -> None:
+        """Put an event member in its room: subscribe the room here if it is new, and
+        record it in the broker's presence (`presence`; not for a personal room).
+
+        Raises BrokerUnavailable (nothing is left behind), ValueError if the connection is
+        in that room already as a chat member."""
+        room = self._rooms.get(lm.room)
+        if room is not None and lm.id in room.members:
+            raise ValueError(f"connection {lm.id} is a member of {lm.room} already")
+        self._attach(lm)
+        if presence:
+            try:
+                self.broker.join(lm.room, lm.member)
+            except BaseException:
+                self._detach(lm)
+                raise
+
+    def detach_member(self, lm: LocalMember, presence: bool = True) -> None:
+        """Take an event member out of its room (idempotent); tell presence if `presence`."""
+        self._detach(lm)
+        if presence:
+            self._safe_leave(lm)
 
     def send_error(self, conn: ChatConnection, code: str, reason: str, ref: str | None = None) -> bool:
         return conn.send_frame(self.framer(events.encode_error(code, reason, ref)))

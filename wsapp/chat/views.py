@@ -23,7 +23,7 @@ from wsapp.protocol.session import CloseCause
 from wsapp.tokens import TokenError, verify_token
 
 from . import events
-from .broker.base import BrokerUnavailable
+from .broker.base import BrokerUnavailable, OutcomeUnknown, RoomEvent
 
 log = logging.getLogger("wsapp.chat")
 
@@ -140,7 +140,37 @@ class MessageHandler:
         except events.ValidationError as exc:
             hub.send_error(self.conn, exc.code, exc.reason, exc.ref)
             return
-        hub.publish(self.member, item)
+        if isinstance(item, events.EventInput):
+            self.relay(item)
+        else:
+            hub.publish(self.member, item)
+
+
+    def relay(self, item: events.EventInput) -> bool:
+        """The member's event to the others in the room (not kept), acked if it has a ref.
+
+        Sent as from the member (its id and name) and not back to it. An error event on
+        failure, worded as for messages; False then."""
+        hub, lm = self.hub, self.member
+        event = RoomEvent(lm.room, item.name, item.data, lm.member, skip=lm.id)
+        try:
+            hub.broker.emit(event)
+        except OutcomeUnknown as exc:  # maybe relayed: never say "not sent"
+            log.warning("chat event to %s: outcome unknown: %s", lm.room, exc)
+            metrics.broker_error("emit")
+            reason = "the chat broker did not answer: the event may or may not have been relayed"
+            hub.send_error(self.conn, events.E_OUTCOME_UNKNOWN, reason, item.ref)
+            return False
+        except BrokerUnavailable as exc:
+            log.warning("chat event to %s failed: %s", lm.room, exc)
+            metrics.broker_error("emit")
+            reason = "event not relayed: chat broker unavailable"
+            hub.send_error(self.conn, events.E_UNAVAILABLE, reason, item.ref)
+            return False
+        metrics.event_published("client")
+        if item.ref is not None:
+            self.conn.send_frame(hub.framer(events.encode_event_ack(item.ref, item.name)))
+        return True
 
 
 @bp.route("/chat/<room>", websocket=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 
 import gevent
 from gevent.event import Event
@@ -114,6 +115,15 @@ class ClosingMixin:
         if not self._closed_event.wait(limit):
             self.abort()
 
+    def wait_ended(self, timeout: float | None = None) -> bool:
+        """Wait until the reader has finished, its end-of-connection work included (end
+        callbacks, `serve`'s on_end); True if it has."""
+        reader = self._reader
+        if reader is None or reader.dead or reader is gevent.getcurrent():
+            return True
+        reader.join(timeout)
+        return reader.dead
+
     def abort(self, code: int = CloseCode.ABNORMAL, reason: str = "aborted",
               cause: CloseCause = CloseCause.ABORTED) -> None:
         """Drop the TCP connection at once (dead or hopelessly slow peer)."""
@@ -149,12 +159,40 @@ class ClosingMixin:
         if self._inbox_event is not None:
             self._inbox_event.set()
 
+    def add_end_callback(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once when the connection is over: its reader has ended and TCP
+        is closed, whether the view still runs or the socket left its request (`serve`).
+
+        Callbacks run in the reader's greenlet, in the order they were added, before the
+        socket's own end-of-connection bookkeeping; one that raises is logged and the others
+        still run. Added when the connection is over already, it runs at once, here.
+        (`wsapp.rooms` leaves a socket's rooms with it.)"""
+        callbacks = self._end_callbacks
+        if callbacks is False or (self._reader is None and self.session.state is State.CLOSED):
+            callback()
+        elif callbacks is None:
+            self._end_callbacks = [callback]
+        else:
+            callbacks.append(callback)  # type: ignore[union-attr]
+
+    def _run_end_callbacks(self) -> None:
+        callbacks, self._end_callbacks = self._end_callbacks, False
+        if not isinstance(callbacks, list):
+            return
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("end-of-connection callback failed (conn %s)", self.id)
+
     def _end(self) -> None:
-        """The reader is done: wake waiters; a detached socket does its own bookkeeping."""
+        """The reader is done: wake waiters and run the end callbacks; a detached socket
+        does its own bookkeeping."""
         if self._closed_event is not None:
             self._closed_event.set()
         if self._inbox_event is not None:
             self._inbox_event.set()
+        self._run_end_callbacks()
         if self.detached and not self._ended:
             self._ended = True
             on_end, self._on_end = self._on_end, None

@@ -165,12 +165,24 @@ class Registry:
     def close_all(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down"
     ) -> int:
-        """Close every open socket with `code` (1001) and wait for the handshakes; how many."""
+        """Close every open socket with `code` (1001) and wait for the handshakes, then for
+        their end-of-connection work (at most END_WORK_SECONDS more); how many."""
         self.shutting_down = True
         targets = [ws for ws in list(self.sockets) if ws.state.name == "OPEN"]
-        jobs = [gevent.spawn(ws.close, code, reason) for ws in targets]
-        gevent.joinall(jobs, timeout=self.settings.close_timeout + 1.0)
+        jobs = [gevent.spawn(_close_and_end, ws, code, reason) for ws in targets]
+        gevent.joinall(jobs, timeout=self.settings.close_timeout + 1.0 + END_WORK_SECONDS)
         return len(targets)
+
+
+#: Seconds a planned shutdown waits, after the close handshakes, for the sockets' end work
+#: (end callbacks, `serve`'s on_end: leaving chat rooms and `wsapp.Rooms`, which with Redis
+#: is a round trip), so members leave presence now instead of after WSAPP_PRESENCE_TTL.
+END_WORK_SECONDS = 2.0
+
+
+def _close_and_end(ws: WebSocket, code: int, reason: str) -> None:
+    ws.close(code, reason)
+    ws.wait_ended(END_WORK_SECONDS)
 
 
 _registry: Registry | None = None

@@ -28,7 +28,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import gevent
 from gevent import socket as gsocket
@@ -73,7 +73,7 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
         "settings", "id", "peer", "peer_ip", "_socket", "_rfile", "session", "outbox", "_inbox",
         "_inbox_bytes", "_inbox_event", "_resume", "_reader", "_handle", "_on_end", "_closed_event",
         "opened_at", "last_received", "messages_in", "bytes_in", "detached", "_ended",
-        "_close_wait", "end_hook", "_held", "subprotocol",
+        "_close_wait", "end_hook", "_held", "subprotocol", "_end_callbacks",
         "__dict__", "__weakref__",
     )
 
@@ -113,6 +113,8 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
         #: The subprotocol the 101 names (Sec-WebSocket-Protocol), chosen before `accept()`
         #: from those the client offered (wsapp.extension); None: the response names none.
         self.subprotocol: str | None = None
+        #: `add_end_callback`'s callbacks; False once they ran (later ones run at once).
+        self._end_callbacks: list[Callable[[], None]] | Literal[False] | None = None
 
     def __del__(self) -> None:
         """No I/O from the garbage collector (the stock class closes here)."""

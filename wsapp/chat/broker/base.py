@@ -15,10 +15,11 @@ Message ids
 
 Delivery
     :meth:`Broker.subscribe` registers a callback for one room. It is called once per event
-    published in that room after ``subscribe`` returned (a :class:`Message` or a
-    :class:`PresenceEvent`), in publication order, from the publishing greenlet (memory) or
-    from the broker's listener greenlet (Redis). Callbacks must not block: the hub's callback
-    only puts pre-encoded frames on bounded connection queues.
+    published in that room after ``subscribe`` returned (a :class:`Message`, a
+    :class:`PresenceEvent` or a :class:`RoomEvent`), in publication order, from the
+    publishing greenlet (memory) or from the broker's listener greenlet (Redis). Callbacks
+    must not block: the hub's callback only puts pre-encoded frames on bounded connection
+    queues.
 """
 
 from __future__ import annotations
@@ -89,7 +90,22 @@ class PresenceEvent:
     member: Member
 
 
-Event = Message | PresenceEvent
+@dataclass(frozen=True, slots=True)
+class RoomEvent:
+    """A named event for every member of a room, kept nowhere (:meth:`Broker.emit`).
+
+    ``data`` is JSON text, validated and encoded once by the emitter, carried as it is and
+    spliced into the frame. ``sender``: the chat member that sent it (None when server code
+    emitted it); ``skip``: a connection id that must not get it (the sender's, usually)."""
+
+    room: str
+    name: str
+    data: str
+    sender: Member | None = None
+    skip: str | None = None
+
+
+Event = Message | PresenceEvent | RoomEvent
 Callback = Callable[[Event], None]
 
 
@@ -233,6 +249,15 @@ class Broker(ABC):
     @abstractmethod
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop deliveries to `subscription`; unknown or repeated calls are harmless."""
+
+    @abstractmethod
+    def emit(self, event: RoomEvent) -> None:
+        """Deliver `event` to the subscribers of ``event.room`` in every process, now.
+
+        Not kept in history, not replayed, never delivered twice: a subscriber that is not
+        subscribed at that moment (or whose process is reconnecting to Redis) misses it.
+        Raises BrokerUnavailable when it was not published, OutcomeUnknown when that is not
+        known (it may have reached some or all subscribers)."""
 
     # ---- presence --------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from .base import (
     Member,
     Message,
     PresenceEvent,
+    RoomEvent,
     RoomInfo,
     Subscription,
     fan_out,
@@ -334,6 +335,12 @@ class MemoryBroker(Broker):
             r.subscribers.remove(subscription)
             self._touch(r)
             self._forget_if_empty(r)
+
+    def emit(self, event: RoomEvent) -> None:
+        # Nothing is stored, and a room nobody subscribed is not created for it.
+        r = self._rooms.get(event.room)
+        if r is not None and r.subscribers:
+            fan_out(r.subscribers, event)
 
     # ---- presence
 

@@ -38,11 +38,12 @@ from ..base import (
     Callback,
     Member,
     Message,
+    RoomEvent,
     RoomInfo,
     Subscription,
     parse_stream_id,
 )
-from .keys import Keys, stream_messages
+from .keys import Keys, event_payload, stream_messages
 from .keys import text as as_text
 from .link import Link
 from .listener import Listener
@@ -253,6 +254,15 @@ class RedisBroker(Broker):
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self.listener.remove(subscription)
+
+    def emit(self, event: RoomEvent) -> None:
+        reply = self.link.call(
+            self.scripts.emit,
+            keys=[],
+            args=[self.keys.channel(event.room), event_payload(event), self.link.deadline_ms()],
+        )
+        if int(reply) < 0:  # Redis ran it after we would have given up: it did nothing
+            raise BrokerUnavailable("redis answered too late: the event was not published")
 
     # ---- presence
 

@@ -25,15 +25,18 @@ set to exactly WSAPP_ROOM_TTL when the room's last member leaves (the Lua prelud
 
 Pub/sub payloads are JSON objects with a kind ``k``: ``m`` message (``id``, ``n`` name, ``t``
 text), ``j``/``l`` join/leave (``id`` member id, ``n`` name), ``k`` the room's newest id
-(``id``) published by the ``mark`` script right after a subscription.
+(``id``) published by the ``mark`` script right after a subscription, ``e`` a named event
+(``e`` name, ``d`` its data as JSON text, optional ``s`` sender ``[id, name]`` and ``x`` the
+connection id that must not get it), published by the ``emit`` script.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..base import Event, Member, Message, PresenceEvent, parse_stream_id
+from ..base import Event, Member, Message, PresenceEvent, RoomEvent, parse_stream_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +123,31 @@ def parse_presence_value(value: Any) -> tuple[int, str]:
     return int(seq), name
 
 
+def event_payload(event: RoomEvent) -> str:
+    """The pub/sub payload of a named event (kind ``e``; :func:`decode_event` reads it)."""
+    obj: dict[str, Any] = {"k": "e", "e": event.name, "d": event.data}
+    if event.sender is not None:
+        obj["s"] = [event.sender.id, event.sender.name]
+    if event.skip is not None:
+        obj["x"] = event.skip
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
 def decode_event(room: str, data: dict[str, Any]) -> Event | None:
     """A pub/sub payload as a broker Event (``None`` for kinds that are not events)."""
     k = data.get("k")
+    if k == "e":  # from any process that can PUBLISH (Publisher): skipped unless well formed
+        name, body, sender, skip = data.get("e"), data.get("d"), data.get("s"), data.get("x")
+        if not (isinstance(name, str) and isinstance(body, str)):
+            return None
+        if sender is not None and not (
+            isinstance(sender, list)
+            and len(sender) == 2
+            and all(isinstance(v, str) for v in sender)
+        ):
+            return None
+        member = Member(sender[0], sender[1]) if sender else None
+        return RoomEvent(room, name, body, member, skip if isinstance(skip, str) else None)
     if k == "m":
         mid = data["id"]
         ts = parse_stream_id(mid)[0]

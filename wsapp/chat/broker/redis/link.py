@@ -107,12 +107,19 @@ class _UnixConnection(_TagReplyLoss, redis.connection.UnixDomainSocketConnection
     pass
 
 
-def _connection_class(url: str) -> type:
+class PlainConnection(_TagReplyLoss, redis.connection.Connection):
+    """A TCP connection with plain sockets (cooperative only under monkey patching): for
+    processes that run no gevent loop, such as ``wsapp.publisher.Publisher`` in a thread."""
+
+
+def connection_class(url: str, *, cooperative: bool = True) -> type:
+    """The connection class for `url`, tagging lost replies (:class:`ReplyLost`); TCP
+    connections use gevent sockets unless `cooperative` is False."""
     if url.startswith("rediss://"):
         return _SSLConnection
     if url.startswith("unix://"):
         return _UnixConnection
-    return GeventConnection
+    return GeventConnection if cooperative else PlainConnection
 
 
 class Link:
@@ -133,7 +140,7 @@ class Link:
             "socket_timeout": timeout,
             "socket_connect_timeout": connect_timeout,
             "protocol": 2,  # RESP2: pub/sub messages are plain replies, not RESP3 push frames
-            "connection_class": _connection_class(url),
+            "connection_class": connection_class(url),
             # never resend a command by itself: a resent publish could be published twice
             "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
         }

@@ -22,6 +22,7 @@ NAMES = (
     "refresh",
     "rewrite",
     "sweep",
+    "emit",
 )
 
 
@@ -51,6 +52,7 @@ class Scripts:
     refresh: Any
     rewrite: Any
     sweep: Any
+    emit: Any
 
     def __init__(self, client: Any) -> None:
         for name, source in SOURCES.items():
