@@ -28,11 +28,12 @@ from tests.support.rawws import HTTPResponse, Op, RawWS
 from tests.support.servers import ServerProcess, running_server
 
 EXTERNAL_URL = os.environ.get("WSAPP_CONFORMANCE_URL", "").strip()
-MODES = ["url"] if EXTERNAL_URL else ["serve", "gunicorn", "serve-pure-python"]
+MODES = ["url"] if EXTERNAL_URL else ["serve", "gunicorn", "uwsgi", "serve-pure-python"]
 #: How each mode runs: serving mode, extra environment, the start-up line that proves it.
 MODE_SETUP = {
     "serve": ("serve", {}, "framing: C speedups"),
     "gunicorn": ("gunicorn", {}, "framing: C speedups"),
+    "uwsgi": ("uwsgi", {}, "framing: C speedups"),
     "serve-pure-python": ("serve", {"WSAPP_SPEEDUPS": "0"}, "framing: pure Python (WSAPP_SPEEDUPS=0)"),
 }
 TIMEOUT = float(os.environ.get("WSAPP_CONFORMANCE_TIMEOUT", "2.0"))
