@@ -149,6 +149,9 @@ class UwsgiApp:
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.monotonic()
+        # uWSGI takes wsgi.url_scheme from X-Forwarded-Proto / X-Forwarded-SSL of any client;
+        # wsapp trusts those only through WSAPP_TRUSTED_PROXIES (admission.request_scheme).
+        environ["wsgi.url_scheme"] = "https" if environ.get("HTTPS") in ("on", "1") else "http"
         rt = registry.current()
         settings = rt.settings
         status: list[str] = []

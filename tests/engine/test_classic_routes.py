@@ -19,7 +19,7 @@ KEEPALIVE = {"WSAPP_PING_INTERVAL": "1", "WSAPP_PING_TIMEOUT": "1", "WSAPP_RATE_
 APP = "tests.apps.classic_routes:app"
 
 
-@pytest.fixture(scope="module", params=["serve", "gunicorn"])
+@pytest.fixture(scope="module", params=["serve", "gunicorn", "uwsgi"])
 def classic(request):
     with running_server(request.param, env=KEEPALIVE, app=APP) as srv:
         yield srv
