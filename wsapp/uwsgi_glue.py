@@ -69,7 +69,9 @@ _APP_REFUSAL_REASONS = {
     400: "bad_request", 401: "token", 403: "forbidden", 404: "not_found", 429: "rate_limited",
     503: "unavailable",
 }
-_SHUTTING_DOWN = Rejection("503 Service Unavailable", "server is shutting down", (("Retry-After", "1"),))
+_SHUTTING_DOWN = Rejection(
+    "503 Service Unavailable", "server is shutting down", (("Retry-After", "1"),)
+)
 
 
 def _listener_address() -> object:
@@ -191,7 +193,8 @@ class UwsgiApp:
             rejection, label = admission.origin_rejection(environ, rt.settings), "origin"
         if rejection is None:
             rejection = rt.admit(client_ip)
-            label = "capacity" if rejection is not None and rejection.code == 503 else "per_ip_limit"
+            full = rejection is not None and rejection.code == 503
+            label = "capacity" if full else "per_ip_limit"
         if rejection is not None:
             rt.sink.handshake_rejected(label)
             body = self._reject(environ, start_response, rejection, client_ip)

@@ -25,7 +25,9 @@ from wsapp.settings import Settings, SettingsError
 try:
     import uwsgi
 except ImportError as exc:  # pragma: no cover - only under uWSGI
-    raise ImportError("wsapp.uwsgi_master is imported by uWSGI's master (deploy/uwsgi.ini)") from exc
+    raise ImportError(
+        "wsapp.uwsgi_master is imported by uWSGI's master (deploy/uwsgi.ini)"
+    ) from exc
 
 PROMETHEUS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -70,7 +72,8 @@ def check() -> Settings:
             "each worker would hold its own rooms and chat would silently split. Set "
             "WSAPP_REDIS_URL=redis://HOST:6379/0, or run 1 worker (WSAPP_WORKERS=1)."
         )
-    if workers > 1 and not (os.environ.get(PROMETHEUS_ENV) or os.environ.get(PROMETHEUS_ENV.lower())):
+    configured = os.environ.get(PROMETHEUS_ENV) or os.environ.get(PROMETHEUS_ENV.lower())
+    if workers > 1 and not configured:
         path = os.path.join(tempfile.gettempdir(), f"wsapp-prometheus-{os.getuid()}-{os.getpid()}")
         if _private_dir(path):
             os.environ[PROMETHEUS_ENV] = path

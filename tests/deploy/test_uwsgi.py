@@ -64,11 +64,12 @@ def test_graceful_reload_then_stop_give_every_socket_1001():
         srv.wait_for_log("closed 4 WebSocket(s) with 1001 for graceful reload")
         deadline = time.monotonic() + 15
         while True:  # the master re-executes itself; its listening socket stays open
-            with contextlib.suppress(OSError, ConnectionClosed, TimeoutError):
-                with connect(srv.url("/echo"), open_timeout=2) as ws:
-                    ws.send("after reload")
-                    assert ws.recv(timeout=5) == "after reload"
-                    break
+            with contextlib.suppress(OSError, ConnectionClosed, TimeoutError), connect(
+                srv.url("/echo"), open_timeout=2
+            ) as ws:
+                ws.send("after reload")
+                assert ws.recv(timeout=5) == "after reload"
+                break
             assert time.monotonic() < deadline, srv.log_text()[-3000:]
             time.sleep(0.1)
         assert srv.alive()

@@ -48,7 +48,9 @@ class UwsgiCluster(Cluster):
             return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
         return set()
 
-    def wait_workers_serving(self, replacing: set[int] = frozenset(), timeout: float = 20.0) -> set[int]:
+    def wait_workers_serving(
+        self, replacing: set[int] = frozenset(), timeout: float = 20.0
+    ) -> set[int]:
         """Until the master has WORKERS live workers, none of `replacing`, and each logged
         its Redis connection."""
         deadline = time.monotonic() + timeout
