@@ -56,6 +56,10 @@ def test_two_workers_one_room_one_history(cluster: UwsgiCluster) -> None:
     assert status == 200 and [m["id"] for m in json.loads(body)["messages"]] == ids
     # nginx passed X-Forwarded-For and the app trusted it (WSAPP_TRUSTED_PROXIES=1)
     assert "peer=127.0.5.1 (via 127.0.0.1:" in cluster.uwsgi.log_text()
+    # /metrics, answered by either worker, counts the sockets of both (multiprocess dir)
+    status, body = http(cluster.url("/metrics"))
+    assert status == 200
+    assert 'wsapp_connections_open{endpoint="chat"} 3.0' in body.decode(), body.decode()[:3000]
     for c in (ann, bob, cy):
         c.close()
 
