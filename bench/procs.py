@@ -76,7 +76,8 @@ def command(kind: str, port: int) -> list[str]:
     if kind == "gunicorn":
         return [GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"), "-b", f"{HOST}:{port}", "wsgi:app"]
     if kind == "uwsgi":  # as docs/deploy.md runs it: the bind from WSAPP_BIND
-        return ["env", f"WSAPP_BIND={HOST}:{port}", UWSGI, "--ini", str(ROOT / "deploy" / "uwsgi.ini")]
+        ini = str(ROOT / "deploy" / "uwsgi.ini")
+        return ["env", f"WSAPP_BIND={HOST}:{port}", UWSGI, "--ini", ini]
     if kind == "uwsgi-native":  # 16 MiB messages must fit (uWSGI's default is 1 MiB)
         return [UWSGI, "--master", "--http-socket", f"{HOST}:{port}", "--gevent", "1000",
                 "--module", "bench.uwsgi_native", "--pythonpath", str(ROOT), "--disable-logging",

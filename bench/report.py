@@ -13,8 +13,8 @@ from pathlib import Path
 SERVER_COLUMNS = [("stock", "stock"), ("wsapp", "wsapp serve"), ("gunicorn", "wsapp gunicorn"),
                   ("uwsgi", "wsapp uWSGI"), ("uwsgi-native", "uWSGI native API"),
                   ("ceiling", "TCP ceiling")]
-COLORS = {"stock": "tab:blue", "wsapp": "tab:orange", "gunicorn": "tab:green", "uwsgi": "tab:purple",
-          "uwsgi-native": "tab:gray", "ceiling": "tab:red"}
+COLORS = {"stock": "tab:blue", "wsapp": "tab:orange", "gunicorn": "tab:green",
+          "uwsgi": "tab:purple", "uwsgi-native": "tab:gray", "ceiling": "tab:red"}
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 

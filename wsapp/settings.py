@@ -103,8 +103,14 @@ class Settings:
 
     host: str = _setting("127.0.0.1", _str, "Address `python -m wsapp serve` listens on.")
     port: int = _setting(8000, _int(1, 65535), "Port `python -m wsapp serve` listens on.")
-    bind: str = _setting("", _str, "gunicorn and uWSGI (deploy/uwsgi.ini) bind address (`HOST:PORT`); gunicorn's `-b` wins.")
-    workers: int = _setting(1, _int(1, 256), "gunicorn and uWSGI worker processes; more than 1 needs WSAPP_REDIS_URL.")
+    bind: str = _setting(
+        "", _str,
+        "gunicorn and uWSGI (deploy/uwsgi.ini) bind address (`HOST:PORT`); gunicorn's `-b` wins.",
+    )
+    workers: int = _setting(
+        1, _int(1, 256),
+        "gunicorn and uWSGI worker processes; more than 1 needs WSAPP_REDIS_URL.",
+    )
     max_message_bytes: int = _setting(MiB, _int(1, 1 << 31), "Largest frame or reassembled message accepted (inclusive); larger gets close 1009.")
     max_chat_bytes: int = _setting(16 * 1024, _int(1, 1 << 24), "Largest chat message text in UTF-8 bytes; larger gets an `error` event.")
     history: int = _setting(100, _int(0, 100_000), "Messages kept per room and replayed to a new member.")

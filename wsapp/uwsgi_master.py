@@ -8,12 +8,14 @@ starts, as gunicorn.conf.py does for gunicorn:
 - more than one worker without WSAPP_REDIS_URL is refused (each worker would hold its own
   rooms and chat would silently split);
 - with several workers, Prometheus' multiprocess directory is set for all of them (a
-  private directory named after this master) unless PROMETHEUS_MULTIPROC_DIR is set;
+  private directory named after this master, emptied of an earlier process's files)
+  unless PROMETHEUS_MULTIPROC_DIR is set;
 - a listener others can reach, with neither allowed hosts nor origins, gets one warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -48,6 +50,14 @@ def _private_dir(path: str) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
 
 
+def _forget_stale(path: str) -> None:
+    """Files left by an earlier process that had this pid (pids are reused): not ours."""
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(path, name))
+
+
 def _listeners() -> list[object]:
     found = []
     for fd in getattr(uwsgi, "sockets", ()) or ():
@@ -73,9 +83,10 @@ def check() -> Settings:
             "WSAPP_REDIS_URL=redis://HOST:6379/0, or run 1 worker (WSAPP_WORKERS=1)."
         )
     configured = os.environ.get(PROMETHEUS_ENV) or os.environ.get(PROMETHEUS_ENV.lower())
-    if workers > 1 and not configured:
+    if workers > 1 and not configured:  # (a reload re-executes the master: then configured)
         path = os.path.join(tempfile.gettempdir(), f"wsapp-prometheus-{os.getuid()}-{os.getpid()}")
         if _private_dir(path):
+            _forget_stale(path)
             os.environ[PROMETHEUS_ENV] = path
     from wsapp.admission import public_bind_warning
 
