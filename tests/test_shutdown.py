@@ -1,4 +1,4 @@
-"""Planned shutdown: SIGTERM closes every WebSocket with 1001, never 1006, in both modes."""
+"""Planned shutdown: SIGTERM closes every WebSocket with 1001, never 1006, in every mode."""
 
 from __future__ import annotations
 

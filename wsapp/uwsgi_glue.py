@@ -28,9 +28,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent
@@ -41,6 +42,7 @@ from wsapp.engine import registry
 from wsapp.engine.websocket import WebSocket
 from wsapp.protocol.frames import CloseCode
 from wsapp.protocol.handshake import Rejection, check_handshake, wants_websocket
+from wsapp.uwsgi_access import Logged
 from wsapp.uwsgi_conn import CARRY_SUPPORTED, UwsgiConnection
 from wsapp.uwsgi_head import check_environ
 
@@ -56,7 +58,6 @@ __all__ = ["UwsgiApp", "install_shutdown_hooks", "load_configured", "wrap"]
 
 log = logging.getLogger("wsapp.uwsgi")
 handler_log = logging.getLogger("wsapp.handler")
-access_log = logging.getLogger("wsapp.access")
 
 #: A WSGI application: any callable(environ, start_response).
 WSGIApp = Callable[..., Any]
@@ -76,9 +77,7 @@ _SHUTTING_DOWN = Rejection(
 
 def _listener_address() -> object:
     """The address of uWSGI's first listening socket (the Host check asks whether it is a
-    loopback listener); the worker's hostname if there is none to ask."""
-    import socket
-
+    loopback listener), or the configured `http-socket` text."""
     for fd in getattr(uwsgi, "sockets", ()) or ():
         try:
             with socket.socket(fileno=os.dup(fd)) as sock:
@@ -93,53 +92,6 @@ def _first_status(status: str) -> int:
         return int(status.split(" ", 1)[0])
     except ValueError:
         return 0
-
-
-class _Logged:
-    """The response body, passed through; one access-log line when uWSGI closes it.
-
-    uWSGI's own request log is off in deploy/uwsgi.ini: it prints the raw request target,
-    tokens and control characters included. This line is escaped and redacted as the
-    other serving modes' are (wsapp.logsafe)."""
-
-    __slots__ = ("_body", "_environ", "_state", "_started", "_size")
-
-    def __init__(self, body: Iterable[bytes], environ: dict, state: list, started: float) -> None:
-        self._body = body
-        self._environ = environ
-        self._state = state
-        self._started = started
-        self._size = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._body:
-            self._size += len(chunk)
-            yield chunk
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            _log_access(self._environ, self._state, self._size, self._started)
-
-
-def _log_access(environ: dict, state: list, size: int, started: float) -> None:
-    if not access_log.isEnabledFor(logging.INFO):
-        return
-    target = environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
-    line = (
-        f"{environ.get('REQUEST_METHOD', '-')} {target} {environ.get('SERVER_PROTOCOL', '-')}"
-    )
-    access_log.info(
-        '%s "%s" %s %s %.6f',
-        environ.get("REMOTE_ADDR") or "-",
-        logsafe.escape(logsafe.redact_target(line), 1000),
-        state[0] if state else "000",
-        size or "-",
-        time.monotonic() - started,
-    )
 
 
 class UwsgiApp:
@@ -178,7 +130,7 @@ class UwsgiApp:
         else:
             return self._handshake(environ, recording_start_response, rt, client_ip, status,
                                    started)
-        return _Logged(body, environ, status, started)
+        return Logged(body, environ, status, started)
 
     # --- the opening handshake ------------------------------------------------------------
 
@@ -198,7 +150,7 @@ class UwsgiApp:
         if rejection is not None:
             rt.sink.handshake_rejected(label)
             body = self._reject(environ, start_response, rejection, client_ip)
-            return _Logged(body, environ, status, started)
+            return Logged(body, environ, status, started)
         conn = UwsgiConnection(environ, uwsgi.connection_fd())
         conn.client_ip = client_ip
         try:
@@ -209,7 +161,7 @@ class UwsgiApp:
                 conn.close()
         if body is None:  # upgraded: uWSGI writes nothing (no start_response) and closes
             return []
-        return _Logged(body, environ, status, started)
+        return Logged(body, environ, status, started)
 
     def _run_websocket(self, environ: dict, start_response: Callable[..., Any],
                        rt: registry.Registry, conn: UwsgiConnection) -> Iterable[bytes] | None:

@@ -1,7 +1,7 @@
 """Fixtures for the RFC 6455 conformance suite (modelled on the Autobahn test suite).
 
-By default every case runs against real wsapp processes in both serving modes
-(`python -m wsapp serve` and gunicorn), on the `/echo` endpoint, and once more against
+By default every case runs against real wsapp processes in every serving mode
+(`python -m wsapp serve`, gunicorn and uWSGI), on the `/echo` endpoint, and once more against
 `serve` with WSAPP_SPEEDUPS=0 (the pure Python framing that runs where the C loops are
 not built):
 

@@ -1,4 +1,4 @@
-"""The engine owns its connections: classic gevent-websocket routes in both serving modes.
+"""The engine owns its connections: classic gevent-websocket routes in every serving mode.
 
 A route that only sends, or is busy, still has its pings answered and its peer's close
 seen, because one reader per connection does that whatever the view is doing.
