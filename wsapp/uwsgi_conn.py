@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wsapp.handler")  # the same logger (and lines) as WsappHandler
 
-#: Bytes asked of uWSGI's buffer at once: its request buffer (`buffer-size`) is smaller.
+#: One read of what uWSGI holds: more than its request buffer can hold (`buffer-size` is
+#: at most 65535), so a single call returns every byte it kept.
 CARRY_CHUNK = 65536
 
 
@@ -63,20 +64,16 @@ CARRY_SUPPORTED = _READ_BODY is not None
 
 def carried_bytes(wsgi_req: int | None) -> bytes:
     """The bytes uWSGI read beyond the request head (a client's first frames, when it did
-    not wait for the 101), then whatever the socket holds now; b"" if none. Called once,
-    in the request, after the 101: never blocks (uWSGI's sockets are non-blocking)."""
+    not wait for the 101), or, if it kept none, what one `read` of the socket returns now;
+    b"" if nothing. One call, in the request, after the 101: it never blocks (uWSGI's
+    sockets are non-blocking) and takes at most CARRY_CHUNK bytes, the reader's own read
+    size; everything after comes through the engine's reader."""
     if _READ_BODY is None or not wsgi_req:
         return b""
-    chunks: list[bytes] = []
     buf = ctypes.create_string_buffer(CARRY_CHUNK)
-    while True:
-        got = _READ_BODY(wsgi_req, buf, CARRY_CHUNK)
-        if got <= 0:  # 0: the peer closed (the reader sees it too); -1: EAGAIN or an error
-            break
-        chunks.append(buf.raw[:got])
-        if got < CARRY_CHUNK:
-            break
-    return b"".join(chunks)
+    got = _READ_BODY(wsgi_req, buf, CARRY_CHUNK)
+    # 0: the peer closed (the reader sees it too); -1: EAGAIN, or an error the reader meets
+    return buf.raw[:got] if got > 0 else b""
 
 
 class _Carry:
