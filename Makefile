@@ -17,7 +17,7 @@ $(STAMP): requirements.txt | $(PY)
 	$(PIP) install -q -r requirements.txt
 	touch $@
 
-$(DEVSTAMP): requirements.txt requirements-dev.txt | $(PY)
+$(DEVSTAMP): requirements.txt requirements-dev.txt requirements-uwsgi.txt | $(PY)
 	$(PIP) install -q -r requirements-dev.txt
 	touch $(STAMP) $@
 

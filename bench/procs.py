@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PYTHON = sys.executable
 GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
+UWSGI = str(Path(PYTHON).with_name("uwsgi"))
 HOST = "127.0.0.1"
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
@@ -41,12 +42,17 @@ WSAPP_BENCH_ENV = {
     "WSAPP_MAX_CONNECTIONS": "100000",
 }
 
-KINDS = ("stock", "wsapp", "gunicorn", "ceiling")
+KINDS = ("stock", "wsapp", "gunicorn", "uwsgi", "ceiling")
+#: Measured only when named in --servers: uWSGI's own WebSocket API (bench/uwsgi_native.py),
+#: the baseline of the uWSGI glue (docs/architecture.md). It echoes everything as text.
+OPTIONAL_KINDS = ("uwsgi-native", "baseline")
 #: A checkout of an earlier commit (BENCH_BASELINE=/path, C modules built there), served
 #: as kind "baseline" the way "wsapp" is: before/after figures in one run. Not a WSAPP_*
 #: name: the servers refuse unknown WSAPP_* variables.
 BASELINE = os.environ.get("BENCH_BASELINE", "")
-EXTRA_KINDS = ("baseline",)
+#: Kinds that run wsapp (with WSAPP_BENCH_ENV) and kinds that are a master plus a worker.
+WSAPP_KINDS = ("wsapp", "gunicorn", "uwsgi", "baseline")
+FORKING_KINDS = ("gunicorn", "uwsgi", "uwsgi-native")
 
 
 def raise_nofile(wanted: int) -> tuple[int, int]:
@@ -73,6 +79,13 @@ def command(kind: str, port: int) -> list[str]:
         return [PYTHON, "-m", "wsapp", "serve", "--host", HOST, "--port", str(port)]
     if kind == "gunicorn":
         return [GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"), "-b", f"{HOST}:{port}", "wsgi:app"]
+    if kind == "uwsgi":  # as docs/deploy.md runs it: the bind from WSAPP_BIND
+        ini = str(ROOT / "deploy" / "uwsgi.ini")
+        return ["env", f"WSAPP_BIND={HOST}:{port}", UWSGI, "--ini", ini]
+    if kind == "uwsgi-native":  # 16 MiB messages must fit (uWSGI's default is 1 MiB)
+        return [UWSGI, "--master", "--http-socket", f"{HOST}:{port}", "--gevent", "1000",
+                "--module", "bench.uwsgi_native", "--pythonpath", str(ROOT), "--disable-logging",
+                "--websockets-max-size", "20000", "--listen", "1024"]
     raise ValueError(kind)
 
 
@@ -86,6 +99,8 @@ def available(kind: str) -> str | None:
         return "wsapp/__main__.py not found"
     if kind == "gunicorn" and not (ROOT / "gunicorn.conf.py").exists():
         return "gunicorn.conf.py not found"
+    if kind.startswith("uwsgi") and not os.access(UWSGI, os.X_OK):
+        return f"{UWSGI} not installed (requirements.txt installs it)"
     return None
 
 
@@ -145,7 +160,7 @@ def start(kind: str, log_dir: Path, nofile: tuple[int, int], extra_env: dict[str
     port = free_port()
     root = Path(BASELINE) if kind == "baseline" else ROOT
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(root)}
-    if kind in ("wsapp", "gunicorn", "baseline"):
+    if kind in WSAPP_KINDS:
         env.update(WSAPP_BENCH_ENV)
     env.update(extra_env or {})
     log_path = log_dir / f"{kind}-{port}.log"
@@ -158,7 +173,7 @@ def start(kind: str, log_dir: Path, nofile: tuple[int, int], extra_env: dict[str
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{kind} server exited with {proc.returncode}:\n{server.log_tail()}")
-        if _ready(kind, port) and (kind != "gunicorn" or len(server.pids()) > 1):
+        if _ready(kind, port) and (kind not in FORKING_KINDS or len(server.pids()) > 1):
             time.sleep(0.3)  # let the process settle (imports, first allocations) before baselines
             return server
         time.sleep(0.1)

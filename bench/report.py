@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SERVER_COLUMNS = [("stock", "stock"), ("baseline", "wsapp before"), ("wsapp", "wsapp serve"),
-                  ("gunicorn", "wsapp gunicorn"),
-                  ("ceiling", "TCP ceiling")]
-COLORS = {"baseline": "tab:gray", "stock": "tab:blue", "wsapp": "tab:orange",
-          "gunicorn": "tab:green", "ceiling": "tab:red"}
+                  ("gunicorn", "wsapp gunicorn"), ("uwsgi", "wsapp uWSGI"),
+                  ("uwsgi-native", "uWSGI native API"), ("ceiling", "TCP ceiling")]
+COLORS = {"baseline": "tab:brown", "stock": "tab:blue", "wsapp": "tab:orange",
+          "gunicorn": "tab:green", "uwsgi": "tab:purple", "uwsgi-native": "tab:gray",
+          "ceiling": "tab:red"}
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 

@@ -21,7 +21,15 @@ from importlib import metadata
 from pathlib import Path
 
 from bench import loadgen, report
-from bench.procs import EXTRA_KINDS, KINDS, RESULTS, ROOT, WSAPP_BENCH_ENV, cpu_model, raise_nofile
+from bench.procs import (
+    KINDS,
+    OPTIONAL_KINDS,
+    RESULTS,
+    ROOT,
+    WSAPP_BENCH_ENV,
+    cpu_model,
+    raise_nofile,
+)
 from bench.scenarios import FIXED_DELIVERIES_PER_S, SCENARIOS, Config
 
 DOC = ROOT / "docs" / "performance.md"
@@ -30,7 +38,7 @@ CHART = ROOT / "docs" / "performance.png"
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "kernel": platform.release()}
-    for pkg in ("flask", "gevent", "gevent-websocket", "gunicorn", "wsaccel"):
+    for pkg in ("flask", "gevent", "gevent-websocket", "gunicorn", "uwsgi", "wsaccel"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -127,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         write_docs(saved["meta"], saved["rows"], args.report_only.name)
         return 0
     servers = tuple(s.strip() for s in args.servers.split(",") if s.strip())
-    if bad := [s for s in servers if s not in KINDS + EXTRA_KINDS]:
-        print(f"unknown server {bad[0]!r}; choose from {', '.join(KINDS + EXTRA_KINDS)}",
+    if bad := [s for s in servers if s not in KINDS + OPTIONAL_KINDS]:
+        print(f"unknown server {bad[0]!r}; choose from {', '.join(KINDS + OPTIONAL_KINDS)}",
               file=sys.stderr)
         return 2
     loadgen.build()

@@ -1,4 +1,4 @@
-"""Planned shutdown: SIGTERM closes every WebSocket with 1001, never 1006, in both modes."""
+"""Planned shutdown: SIGTERM closes every WebSocket with 1001, never 1006, in every mode."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 from tests.support.servers import running_server
 
 
-@pytest.mark.parametrize("mode", ["serve", "gunicorn"])
+@pytest.mark.parametrize("mode", ["serve", "gunicorn", "uwsgi"])
 def test_sigterm_sends_1001_to_every_client_and_exits(mode):
     with running_server(mode) as srv, contextlib.ExitStack() as stack:
         clients = [stack.enter_context(connect(srv.url("/echo"))) for _ in range(5)]

@@ -109,12 +109,13 @@ class Settings:
     bind: str = _setting(
         "",
         _str,
-        "gunicorn bind address (`HOST:PORT`); `-b` on the command line wins.",
+        "gunicorn and uWSGI (deploy/uwsgi.ini) bind address (`HOST:PORT`); gunicorn's `-b` "
+        "wins.",
     )
     workers: int = _setting(
         1,
         _int(1, 256),
-        "gunicorn worker processes; more than 1 needs WSAPP_REDIS_URL.",
+        "gunicorn and uWSGI worker processes; more than 1 needs WSAPP_REDIS_URL.",
     )
     max_message_bytes: int = _setting(
         MiB,

@@ -71,7 +71,7 @@ def chat_servers() -> Iterator[Callable[[str], ServerProcess]]:
         yield get
 
 
-@pytest.fixture(params=["serve", "gunicorn"])
+@pytest.fixture(params=["serve", "gunicorn", "uwsgi"])
 def chat_server(request: pytest.FixtureRequest, chat_servers) -> ServerProcess:
     """The chat configuration, once per serving mode."""
     return chat_servers(request.param)

@@ -1,7 +1,7 @@
 """Fixtures for the RFC 6455 conformance suite (modelled on the Autobahn test suite).
 
-By default every case runs against real wsapp processes in both serving modes
-(`python -m wsapp serve` and gunicorn), on the `/echo` endpoint, and once more against
+By default every case runs against real wsapp processes in every serving mode
+(`python -m wsapp serve`, gunicorn and uWSGI), on the `/echo` endpoint, and once more against
 `serve` with WSAPP_SPEEDUPS=0 (the pure Python framing that runs where the C loops are
 not built):
 
@@ -28,11 +28,12 @@ from tests.support.rawws import HTTPResponse, Op, RawWS
 from tests.support.servers import ServerProcess, running_server
 
 EXTERNAL_URL = os.environ.get("WSAPP_CONFORMANCE_URL", "").strip()
-MODES = ["url"] if EXTERNAL_URL else ["serve", "gunicorn", "serve-pure-python"]
+MODES = ["url"] if EXTERNAL_URL else ["serve", "gunicorn", "uwsgi", "serve-pure-python"]
 #: How each mode runs: serving mode, extra environment, the start-up line that proves it.
 MODE_SETUP = {
     "serve": ("serve", {}, "framing: C speedups"),
     "gunicorn": ("gunicorn", {}, "framing: C speedups"),
+    "uwsgi": ("uwsgi", {}, "framing: C speedups"),
     "serve-pure-python": ("serve", {"WSAPP_SPEEDUPS": "0"}, "framing: pure Python (WSAPP_SPEEDUPS=0)"),
 }
 TIMEOUT = float(os.environ.get("WSAPP_CONFORMANCE_TIMEOUT", "2.0"))

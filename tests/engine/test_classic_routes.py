@@ -1,4 +1,4 @@
-"""The engine owns its connections: classic gevent-websocket routes in both serving modes.
+"""The engine owns its connections: classic gevent-websocket routes in every serving mode.
 
 A route that only sends, or is busy, still has its pings answered and its peer's close
 seen, because one reader per connection does that whatever the view is doing.
@@ -19,7 +19,7 @@ KEEPALIVE = {"WSAPP_PING_INTERVAL": "1", "WSAPP_PING_TIMEOUT": "1", "WSAPP_RATE_
 APP = "tests.apps.classic_routes:app"
 
 
-@pytest.fixture(scope="module", params=["serve", "gunicorn"])
+@pytest.fixture(scope="module", params=["serve", "gunicorn", "uwsgi"])
 def classic(request):
     with running_server(request.param, env=KEEPALIVE, app=APP) as srv:
         yield srv

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 from websockets.exceptions import ConnectionClosed
-from wsapp.cli.interactive import run_client
 
 from tests.chat.clients import ChatClient
 from tests.chat.conftest import API_TOKEN, CHAT_ENV, new_room
 from tests.rooms.clients import RoomMember, get_json, post_json
 from tests.support.servers import ServerProcess, running_server
+from wsapp.cli.interactive import run_client
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 MAX_CHAT = int(CHAT_ENV["WSAPP_MAX_CHAT_BYTES"])

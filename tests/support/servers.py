@@ -21,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
+UWSGI = str(Path(PYTHON).with_name("uwsgi"))
+UWSGI_INI = ROOT / "deploy" / "uwsgi.ini"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -97,6 +99,10 @@ def server_command(
     if mode == "gunicorn":
         return [GUNICORN, "-c", str(ROOT / "gunicorn.conf.py"), "-b", f"{host}:{port}",
                 *(extra or []), app or "wsgi:app"]
+    if mode == "uwsgi":  # deploy/uwsgi.ini reads its bind from WSAPP_BIND, as users run it
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return ["/usr/bin/env", f"WSAPP_BIND={bind}", UWSGI, "--ini", str(UWSGI_INI),
+                *(extra or []), *(["--set-ph", f"wsapp-app={app}"] if app is not None else [])]
     raise ValueError(mode)
 
 
@@ -110,7 +116,7 @@ def start_server(
     app: str | None = None,
     preexec_fn: Callable[[], None] | None = None,
 ) -> ServerProcess:
-    """Start `python -m wsapp serve` or gunicorn and wait until it accepts connections.
+    """Start `python -m wsapp serve`, gunicorn or uWSGI and wait until it accepts connections.
 
     `preexec_fn` runs in the child before the server starts (e.g. to set an rlimit)."""
     port = port or free_port(host)
