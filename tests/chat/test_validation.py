@@ -106,7 +106,8 @@ def test_dot_segment_rooms_are_refused_400(chat_server) -> None:
     for path in ("/chat/.", "/chat/..", "/chat/.?name=a", "/chat/..?name=a"):
         assert _status(srv, path) == 400, path
     resp = http_exchange(srv.host, srv.port, handshake_request(srv.host, srv.port, "/chat/.."))
-    assert b"not . or .." in resp.body
+    if srv.mode != "uwsgi":  # uWSGI resolves the dot segment itself: no route, a plain 400
+        assert b"not . or .." in resp.body
     with urllib.request.urlopen(srv.http_url("/api/rooms/.../messages"), timeout=5) as ok:
         assert ok.status == 200  # three dots are an ordinary name
     try:
