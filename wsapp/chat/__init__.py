@@ -29,9 +29,11 @@ def init_app(app: Flask, settings: Settings, broker: Broker | None = None) -> Hu
     broker = broker or create_broker(settings)
     broker.start()
     from wsapp.engine.fanout import send_to_all
+    from wsapp.protocol import compression
 
     hub = Hub(
-        broker, history=settings.history, queue_limit=settings.send_queue_bytes, send_to_all=send_to_all
+        broker, history=settings.history, queue_limit=settings.send_queue_bytes,
+        send_to_all=send_to_all, deflate=compression.broadcast_deflate(settings.deflate_settings),
     )
     state = get_state(app)
     state.broker = broker

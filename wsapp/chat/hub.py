@@ -20,7 +20,8 @@ connection's queued bytes (``conn.queued()``), so a history longer than
 WSAPP_SEND_QUEUE_BYTES reaches a reading client instead of overflowing its queue.
 
 The hub needs only this from a connection (duck-typed, see ``wsapp.engine.websocket``):
-``id``, ``send_frame(bytes) -> bool``, ``close_nowait(code, reason)`` and ``queued()``.
+``id``, ``send_frame(bytes) -> bool``, ``close_nowait(code, reason)`` and ``queued()``;
+members whose ``broadcast_compressor`` is the hub's get each broadcast compressed once.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import gevent
 import gevent.event
 
 from wsapp import metrics
+from wsapp.protocol.compression import NO_DEFLATE, BroadcastDeflate
 
 from . import events
 from .broker.base import (
@@ -77,13 +79,15 @@ def text_frame(payload: bytes) -> bytes:
 class LocalMember:
     """A connection in a room of this process."""
 
-    __slots__ = ("buffer", "buffer_bytes", "buffer_limit", "conn", "live", "member", "room")
+    __slots__ = ("buffer", "buffer_bytes", "buffer_limit", "conn", "live", "member", "room",
+                 "deflate")
 
     def __init__(self, conn: ChatConnection, room: str, member: Member, buffer_limit: int) -> None:
         self.conn = conn
         self.room = room
         self.member = member
         self.live = False
+        self.deflate = False  # takes the broadcasts the hub compressed
         self.buffer: list[tuple[Event, bytes]] | None = []
         self.buffer_bytes = 0
         self.buffer_limit = buffer_limit  # bytes of frames buffered while joining
@@ -153,9 +157,11 @@ class _Room:
     subscription: Subscription | None = None
     ready: gevent.event.Event = field(default_factory=gevent.event.Event)
     error: BaseException | None = None
+    deflating: int = 0  # members that take compressed broadcasts
 
     def refresh(self) -> None:
         self.snapshot = tuple(self.members.values())
+        self.deflating = sum(1 for lm in self.snapshot if lm.deflate)
 
 
 def frame_event(event: Event, framer: Callable[[bytes], bytes] = text_frame) -> bytes:
@@ -173,11 +179,13 @@ class Hub:
         queue_limit: int = 1 << 20,
         replay_timeout: float = 10.0,
         framer: Callable[[bytes], bytes] = text_frame,
-        send_to_all: Callable[[list[ChatConnection], bytes], None] | None = None,
+        send_to_all: Callable[..., None] | None = None,
+        deflate: BroadcastDeflate = NO_DEFLATE,
     ) -> None:
         self.broker = broker
-        #: Writes one frame to many connections; wsapp passes `connection.send_to_all`.
+        #: Frames to many connections: wsapp passes `wsapp.engine.fanout.send_to_all`.
         self.send_to_all = send_to_all or _send_each
+        self.deflate = deflate  # compresses a broadcast once (see the module docstring)
         self.history = history
         self.queue_limit = queue_limit
         self.buffer_limit = queue_limit
@@ -203,21 +211,32 @@ class Hub:
         if not members:
             return
         started = time.perf_counter()  # issue 6: wsapp_fanout_seconds
-        frame = self.framer(events.encode_event(event))
+        payload = events.encode_event(event)
+        frame = self.framer(payload)
         self.fanout_events += 1
         if isinstance(event, PresenceEvent):  # a member does not get its own join: hello said it
             skip = event.member.id
             targets = [lm for lm in members if lm.member.id != skip]
         else:
             targets = members
-        live = [lm.conn for lm in targets if lm.live]
-        self.send_to_all(live, frame)
+        deflated = self.deflate.text_frame(payload) if room.deflating else None
+        if deflated is None:
+            live = [lm.conn for lm in targets if lm.live]
+            self.send_to_all(live, frame)
+        else:  # compressed once, for every member that negotiated it
+            live = [lm.conn for lm in targets if lm.live and not lm.deflate]
+            packed = [lm.conn for lm in targets if lm.live and lm.deflate]
+            self.send_to_all(live, frame, (packed, deflated))
+            live += packed
         if len(live) < len(targets):
             for lm in targets:
-                if not lm.live:
-                    lm.deliver(event, frame)  # still joining: buffered until its history is out
+                if not lm.live:  # still joining: buffered until its history is out
+                    lm.deliver(event, deflated if deflated is not None and lm.deflate else frame)
         self.fanout_frames += len(members)
         metrics.observe_fanout(time.perf_counter() - started)
+
+    def _frame_for(self, lm: LocalMember, payload: bytes) -> bytes:
+        return (lm.deflate and self.deflate.text_frame(payload)) or self.framer(payload)
 
     # ---- room subscriptions
 
@@ -267,6 +286,7 @@ class Hub:
         Raises BrokerUnavailable (the caller closes the connection 1013). If the client
         does not read its replay, it is closed 1008 and the member never goes live."""
         lm = LocalMember(conn, room, Member(conn.id, name), self.buffer_limit)
+        lm.deflate = self.deflate.suits(conn)
         self._attach(lm)
         joined = False
         try:
@@ -285,12 +305,13 @@ class Hub:
             if not any(m.id == lm.id for m in members):  # a broker may not list us yet
                 members.append(lm.member)
             pace = self._pacer(conn)
-            conn.send_frame(self.framer(events.encode_hello(room, lm.id, name, members, len(replay), recovered)))
+            hello = events.encode_hello(room, lm.id, name, members, len(replay), recovered)
+            conn.send_frame(self._frame_for(lm, hello))
             for msg in replay:
                 if not pace():
                     lm.abandon()
                     return lm
-                conn.send_frame(self.framer(events.encode_message(msg, replay=True)))
+                conn.send_frame(self._frame_for(lm, events.encode_message(msg, replay=True)))
             if replay:
                 last_key = self.broker.id_key(replay[-1].id)
             elif since is not None:

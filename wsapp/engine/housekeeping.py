@@ -1,4 +1,5 @@
-"""One greenlet per process: keepalive pings, periodic metrics export, memory trim."""
+"""One greenlet per process: keepalive pings, periodic metrics export, memory trim, and
+freeing the compressors of connections idle for WSAPP_DEFLATE_IDLE."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 import gevent
 
 from wsapp.engine import keepalive
+from wsapp.protocol import compression
 from wsapp.protocol.frames import CloseCode
 from wsapp.protocol.session import CloseCause
 
@@ -67,6 +69,8 @@ def run(registry: Registry) -> None:
             except Exception:
                 log.exception("metrics flush failed")
         _maybe_trim_memory(registry, state, now)
+        if compression.deflaters_in_use():
+            compression.release_idle(now, registry.settings.deflate_idle)
 
 
 def check_keepalive(registry: Registry, pinged: dict, now: float) -> None:

@@ -12,6 +12,7 @@ import codecs
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 # The compiled loops and their pure Python twins are chosen in one place.
 from wsapp.speedups import select as speedups  # noqa: E402
@@ -50,6 +51,13 @@ class CloseCode(IntEnum):
 
 
 MAX_CONTROL_PAYLOAD = 125
+
+
+def compressed_wire_limit(max_message_bytes: int) -> int:
+    """Wire bytes a compressed message may take (its inflated size is bounded by
+    `max_message_bytes` itself): deflate can make data a little larger, and a sender that
+    flushes every fragment adds a few bytes to each."""
+    return 2 * max_message_bytes + 1024
 MAX_CLOSE_REASON_BYTES = MAX_CONTROL_PAYLOAD - 2
 
 
@@ -261,7 +269,7 @@ class Parser:
     __slots__ = (
         "max_message_bytes", "max_fragments", "require_mask", "_buf", "closed", "error", "_opcode",
         "_fin", "_remaining", "_masker", "_control", "_msg_opcode", "_msg_size", "_msg_frames",
-        "_msg_parts", "_msg_small", "_utf8", "controls",
+        "_msg_parts", "_msg_small", "_utf8", "controls", "inflater", "_msg_compressed", "_msg_wire",
     )
 
     def __init__(
@@ -294,6 +302,11 @@ class Parser:
         self._msg_parts: list = []
         self._msg_small: list = []
         self._utf8: Utf8Decoder | None = None
+        #: permessage-deflate's decompressor once negotiated (`compression.Inflater`): RSV1
+        #: then marks a compressed message (RFC 7692 6), inflated within the size limit.
+        self.inflater: Any = None
+        self._msg_compressed = False
+        self._msg_wire = 0  # wire bytes of a compressed message (its size counts inflated)
 
     @property
     def in_message(self) -> bool:
@@ -366,8 +379,9 @@ class Parser:
         fin = bool(b0 & 0x80)
         opcode = b0 & 0x0F
         # Rules that the first two bytes already decide: fail before waiting for more.
-        if b0 & 0x70:
-            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "RSV bits set without a negotiated extension")
+        rsv = b0 & 0x70
+        if rsv:
+            self._check_rsv(rsv, opcode)
         if opcode not in KNOWN_OPCODES:
             raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
         masked = bool(b1 & 0x80)
@@ -398,8 +412,14 @@ class Parser:
             offset += 8
         if not is_control:
             # Refuse before reading a single payload byte.
-            already = self._msg_size if opcode == Opcode.CONTINUATION else 0
-            if already + length > self.max_message_bytes:
+            compressed = self._msg_compressed if opcode == Opcode.CONTINUATION else bool(rsv)
+            if compressed:
+                already = self._msg_wire if opcode == Opcode.CONTINUATION else 0
+                limit = compressed_wire_limit(self.max_message_bytes)
+            else:
+                already = self._msg_size if opcode == Opcode.CONTINUATION else 0
+                limit = self.max_message_bytes
+            if already + length > limit:
                 raise ProtocolError(
                     CloseCode.MESSAGE_TOO_BIG,
                     f"message over the {self.max_message_bytes}-byte limit",
@@ -427,8 +447,23 @@ class Parser:
                 self._msg_parts = []
                 self._msg_small = []
                 self._utf8 = Utf8Decoder() if opcode == Opcode.TEXT else None
+                self._msg_compressed = bool(rsv)
+                self._msg_wire = 0
             self._msg_frames += 1
         return offset
+
+    def _check_rsv(self, rsv: int, opcode: int) -> None:
+        """RSV bits are only allowed as RSV1 on the first frame of a data message once
+        permessage-deflate is negotiated (RFC 6455 5.2, RFC 7692 6)."""
+        error = CloseCode.PROTOCOL_ERROR
+        if self.inflater is None:
+            raise ProtocolError(error, "RSV bits set without a negotiated extension")
+        if rsv != 0x40:
+            raise ProtocolError(error, "RSV2 or RSV3 set: no extension defines them")
+        if opcode >= 0x8:
+            raise ProtocolError(error, "RSV1 set on a control frame")
+        if opcode == Opcode.CONTINUATION:
+            raise ProtocolError(error, "RSV1 set on a continuation frame")
 
     # Payload -------------------------------------------------------------------------------
 
@@ -440,8 +475,13 @@ class Parser:
             if self._remaining == 0:
                 self._finish_frame(b"".join(self._control), events)
             return
+        if self._msg_compressed:
+            self._msg_wire += len(chunk)
+            chunk = self.inflater.inflate(chunk, self.max_message_bytes - self._msg_size)
+            last = False  # the end of the message comes out of `finish` (_finish_frame)
+        else:
+            last = self._remaining == 0 and self._fin
         self._msg_size += len(chunk)
-        last = self._remaining == 0 and self._fin
         piece = self._utf8.decode(chunk, final=last) if self._utf8 is not None else chunk
         if len(piece) >= SMALL_PIECE:
             if self._msg_small:
@@ -477,6 +517,8 @@ class Parser:
             self.closed = True
             events.append(Close(code, reason))
         elif fin:
+            if self._msg_compressed:
+                self._inflate_end()
             if self._msg_small:
                 self._join_small()
             if self._utf8 is not None:
@@ -491,4 +533,15 @@ class Parser:
             self._utf8 = None
             self._msg_size = 0
             self._msg_frames = 0
+            self._msg_compressed = False
             events.append(data)
+
+    def _inflate_end(self) -> None:
+        """The last frame of a compressed message is in: what the inflater still holds."""
+        rest = self.inflater.finish(self.max_message_bytes - self._msg_size)
+        if rest:
+            self._msg_size += len(rest)
+            piece = self._utf8.decode(rest, final=False) if self._utf8 is not None else rest
+            if self._msg_small:
+                self._join_small()
+            self._msg_parts.append(piece)

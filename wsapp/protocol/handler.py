@@ -27,7 +27,13 @@ from wsapp.engine import registry
 from wsapp.engine.websocket import RFILE_CHUNK as RFILE_BUFFER
 from wsapp.engine.websocket import WebSocket
 from wsapp.protocol.frames import CloseCode
-from wsapp.protocol.handshake import Rejection, check_handshake, upgrade_response, wants_websocket
+from wsapp.protocol.handshake import (
+    Rejection,
+    check_handshake,
+    negotiate_extensions,
+    upgrade_response,
+    wants_websocket,
+)
 from wsapp.protocol.request_head import parse_header_lines
 
 log = logging.getLogger("wsapp.handler")
@@ -298,7 +304,10 @@ class WsappHandler(WebSocketHandler):
         with contextlib.suppress(OSError):
             # Frames are written whole and coalesced by the writer; Nagle would only add delay.
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.socket.sendall(upgrade_response(key))
+        agreement, extensions = negotiate_extensions(self.environ, ws.deflate_settings)
+        self.socket.sendall(upgrade_response(key, extensions))
+        if agreement is not None:
+            ws.session.enable_deflate(agreement)
         self.status = "101 Switching Protocols"
         self.code = 101
         self.headers_sent = True
