@@ -179,3 +179,52 @@ def test_closing_lets_the_zlib_state_go():
     assert not s.compressor.active and s.parser.inflater.active  # the reply may still come
     s.receive_eof()
     assert s.state is State.CLOSED and not s.parser.inflater.active
+
+
+def test_whole_compressed_frames_between_plain_ones_in_one_read():
+    """The scan for whole compressed frames and the C scan for plain ones take turns."""
+    s = deflate_session()
+    stream = b"".join([
+        client(Opcode.TEXT, b"plain 1"),
+        client(Opcode.TEXT, squeeze("compressed ✓".encode()), rsv=4),
+        client(Opcode.BINARY, squeeze(b"\x00\x01" * 3000), rsv=4),
+        client(Opcode.BINARY, b"plain 2"),
+        client(Opcode.TEXT, squeeze(b"z" * 70000), rsv=4),  # a 16-bit length
+        client(Opcode.PING, b"p"),
+        client(Opcode.TEXT, squeeze(b"after the ping"), rsv=4),
+    ])
+    s.receive_data(stream)
+    assert s.events_received() == [
+        "plain 1", "compressed ✓", b"\x00\x01" * 3000, b"plain 2", "z" * 70000, "after the ping",
+    ]
+    assert s.data_to_send() == [encode_frame(Opcode.PONG, b"p")]
+
+
+def test_whole_frame_bomb_and_bad_utf8_fail_the_same_way():
+    s = deflate_session(limit=1 << 20)
+    s.receive_data(client(Opcode.TEXT, squeeze(b"fine"), rsv=4)
+                   + client(Opcode.BINARY, squeeze(bytes(2 << 20)), rsv=4))
+    assert s.events_received() == ["fine"]
+    assert close_code_of(s.data_to_send()[-1]) == 1009
+    t = deflate_session()
+    t.receive_data(client(Opcode.TEXT, squeeze(b"\xff not utf-8"), rsv=4))
+    assert close_code_of(t.data_to_send()[-1]) == 1007
+
+
+def test_client_context_takeover_across_whole_and_fragmented_messages():
+    s = deflate_session("permessage-deflate", DeflateSettings(client_context_takeover=True))
+    assert not s.deflate.client_no_context_takeover
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    message = bytes(range(256)) * 8 + b"context is kept from one message to the next"
+
+    def piece() -> bytes:
+        return (z.compress(message) + z.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+    whole = piece()
+    s.receive_data(client(Opcode.BINARY, whole, rsv=4))
+    again = piece()
+    assert len(again) < len(whole) // 4  # refers back into the first message
+    s.receive_data(client(Opcode.BINARY, again[:3], fin=False, rsv=4)
+                   + client(Opcode.CONTINUATION, again[3:]))
+    s.receive_data(client(Opcode.BINARY, piece(), rsv=4))
+    assert s.events_received() == [message] * 3

@@ -105,6 +105,17 @@ class Inflater:
             self._z = None
         return out
 
+    def inflate_message(self, data: bytes, room: int) -> bytes:
+        """A whole message in one piece: `inflate` then `finish`, in one zlib call when the
+        data is small (copying it to append the tail costs less than a second call)."""
+        if len(data) >= 2048:
+            out = self.inflate(data, room)
+            return out + self.finish(room - len(out))
+        out = self.inflate(data + TAIL, room)
+        if not self.keep_context or (self._z is not None and self._z.eof):
+            self._z = None
+        return out
+
     def release(self) -> None:
         self._z = None
 

@@ -341,6 +341,12 @@ class Parser:
     def _feed(self, data: bytes, events: list[Event]) -> None:
         if not self._buf and self._opcode is None and self._msg_opcode is None:
             pos = speedups.scan_data_frames(data, self.max_message_bytes, events)
+            while self.inflater is not None and pos < len(data) and data[pos] & 0x40:
+                # Whole compressed messages (browsers compress everything they send).
+                taken = self._scan_compressed(data, pos, events)
+                if taken == pos:
+                    break
+                pos = speedups.scan_data_frames(data[taken:], self.max_message_bytes, events) + taken
             if pos == len(data):
                 return
             data = data[pos:]
@@ -367,6 +373,44 @@ class Parser:
                 self._payload(chunk, events)
         finally:
             del buf[:pos]
+
+    def _scan_compressed(self, data: bytes, pos: int, events: list[Event]) -> int:
+        """Take the complete, unfragmented, compressed (RSV1) masked data frames at `pos`:
+        unmask, inflate within the limit, decode text, as `_payload` would for one frame;
+        the position after them. Anything else is left to the general path."""
+        n = len(data)
+        inflater = self.inflater
+        limit = self.max_message_bytes
+        wire_limit = compressed_wire_limit(limit)
+        while n - pos >= 6:
+            b0 = data[pos]
+            if b0 != 0xC1 and b0 != 0xC2:
+                break
+            b1 = data[pos + 1]
+            length = b1 & 0x7F
+            if b1 < 0x80 or length == 127:
+                break
+            if length == 126:
+                if n - pos < 8:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                start = pos + 8
+            else:
+                start = pos + 6
+            end = start + length
+            if end > n or length > wire_limit:
+                break
+            payload = apply_mask(data[start:end], data[start - 4 : start])
+            out = inflater.inflate_message(payload, limit)
+            if b0 == 0xC1:
+                try:
+                    events.append(out.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise ProtocolError(CloseCode.INVALID_DATA, "invalid UTF-8 in text message") from None
+            else:
+                events.append(out)
+            pos = end
+        return pos
 
     # Header --------------------------------------------------------------------------------
 
