@@ -24,6 +24,9 @@
  * inflated bytes are printed with every result. --words makes the echo text pseudo-random
  * words (compresses about like prose) instead of the alphabet repeated.
  *
+ * idle --prime: every connection echoes one message (--size) before the hold, so the
+ * memory measured is that of connections that have been used, then left idle.
+ *
  * Idle --path placeholders, replaced per connection (any other text is sent as is):
  *   {i}     the connection index, 0 .. N-1 (the 5 "new connection" probes get N .. N+4)
  *   {room}  i / --room-size (default 100), so connections fill room 0, then room 1, ...;
@@ -120,6 +123,7 @@ static struct {
     int per_send;           /* 1: each frame with its own send(), as a browser does; 0: writev batches */
     const char *deflate;    /* permessage-deflate offer, or NULL */
     int words;              /* echo text: pseudo-random words */
+    int prime;              /* idle: every connection echoes one message before the hold */
     size_t size;
     double duration, warmup, hard_timeout, hold;
     long warmup_msgs, min_msgs, max_msgs;
@@ -392,7 +396,10 @@ static double ru_cpu(const struct rusage *r) {
            r->ru_stime.tv_usec / 1e6;
 }
 
+static uint64_t g_rx_measure0, g_rx_measure1; /* g_rx_bytes at the window's start and end */
+
 static void measure_begin(uint64_t t) {
+    g_rx_measure0 = g_rx_bytes;
     memset(&H, 0, sizeof H);
     for (int i = 0; i < NC; i++) C[i].done = 0;
     g_done = 0;
@@ -425,6 +432,7 @@ static void measure_end(uint64_t t) {
     if (g_measuring) add_censored(t);
     g_measuring = 0;
     g_measure_end = t;
+    g_rx_measure1 = g_rx_bytes;
     getrusage(RUSAGE_SELF, &g_ru1);
     g_cpu1 = server_cpu();
 }
@@ -1049,6 +1057,30 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* --prime: one echo on every open connection (200 in flight at most), so each has sent and
+   received a message (with --deflate: compressed both ways) before it goes idle. */
+static uint64_t g_primed;
+
+static double prime_all(double limit_s) {
+    uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)(limit_s * 1e9), done0 = g_done_any;
+    uint64_t sent = 0;
+    int next = 0;
+    g_stop_sending = 1;
+    while (now_ns() < deadline) {
+        while (next < NC && sent - (g_done_any - done0) < (uint64_t)opt.concurrency) {
+            conn_t *c = &C[next++];
+            if (c->state != ST_OPEN) continue;
+            echo_send_one(c, now_ns());
+            flush_out(c);
+            sent++;
+        }
+        if (next >= NC && g_done_any - done0 >= sent) break;
+        poll_once(5);
+    }
+    g_primed = g_done_any - done0;
+    return (double)(now_ns() - t0) / 1e9;
+}
+
 static int run_idle(void) {
     long rss0 = server_rss_kb();
     double cpu0 = server_cpu();
@@ -1056,6 +1088,7 @@ static int run_idle(void) {
     NC = total - NEW_PROBES;
     double setup_s = connect_all(opt.hard_timeout);
     int opened = count_open();
+    double prime_s = opt.prime ? prime_all(opt.hard_timeout) : 0;
     int settled = 1;
     uint64_t t_settle = now_ns();
     if (opt.chat) wait_settled(0.5, opt.settle_max, &settled);
@@ -1091,6 +1124,7 @@ static int run_idle(void) {
     const char *pk = opt.chat ? "msg" : "echo"; /* what the probes on idle connections time */
     printf("{\"mode\": \"idle\", \"raw\": %d, \"chat\": %d, ", opt.raw, opt.chat);
     print_common();
+    printf(", \"primed\": %llu, \"prime_s\": %.3f", (unsigned long long)g_primed, prime_s);
     printf(", \"idle_connections\": %d, \"opened\": %d, \"still_open_after_hold\": %d, "
            "\"setup_s\": %.3f, \"connects_per_s\": %.1f, \"settle_s\": %.3f, \"settled\": %d, "
            "\"hold_s\": %.1f, \"server_rss_kb_before\": %ld, "
@@ -1110,7 +1144,7 @@ static int run_idle(void) {
 }
 
 static void fanout_phase_report(const char *name, uint64_t first_seq, uint64_t last_seq, uint64_t deliveries,
-                                double el, double cpu_s, int comma) {
+                                double el, double cpu_s, uint64_t rx, int comma) {
     uint64_t expected = (last_seq - first_seq) * (uint64_t)opt.members, got = 0;
     for (uint64_t s = first_seq; s < last_seq; s++) got += F_count[s];
     printf("\"%s\": {\"messages\": %llu, \"deliveries\": %llu, \"expected\": %llu, \"lost\": %llu, "
@@ -1119,6 +1153,8 @@ static void fanout_phase_report(const char *name, uint64_t first_seq, uint64_t l
            name, (unsigned long long)(last_seq - first_seq), (unsigned long long)deliveries,
            (unsigned long long)expected, (unsigned long long)(expected - got), el,
            el > 0 ? (double)deliveries / el : 0, cpu_s, got ? cpu_s * 1e6 / (double)got : 0);
+    printf("\"rx_bytes\": %llu, \"rx_bytes_per_delivery\": %.2f, ", (unsigned long long)rx,
+           deliveries ? (double)rx / (double)deliveries : 0);
     print_latency("");
     printf("}%s", comma ? ", " : "");
 }
@@ -1170,6 +1206,7 @@ static int run_fanout(void) {
     double el1 = (double)(g_measure_end - g_measure_start) / 1e9;
     hist_t fixed_hist = H;
     uint64_t fixed_deliv = F_deliveries - d0;
+    uint64_t fixed_rx = g_rx_measure1 - g_rx_measure0;
     double fixed_cpu = g_cpu1 - g_cpu0;
     /* phase 2: saturation, closed loop with a window of messages not yet delivered to all */
     wait_quiet(0.2, 5);
@@ -1203,9 +1240,10 @@ static int run_fanout(void) {
     printf(", ");
     hist_t sat_hist = H;
     H = fixed_hist;
-    fanout_phase_report("fixed", seq0, seq1, fixed_deliv, el1, fixed_cpu, 1);
+    fanout_phase_report("fixed", seq0, seq1, fixed_deliv, el1, fixed_cpu, fixed_rx, 1);
     H = sat_hist;
-    fanout_phase_report("saturated", seq2, seq3, sat_deliv, el2, g_cpu1 - g_cpu0, 0);
+    fanout_phase_report("saturated", seq2, seq3, sat_deliv, el2, g_cpu1 - g_cpu0,
+                        g_rx_measure1 - g_rx_measure0, 0);
     printf("}\n");
     return 0;
 }
@@ -1231,7 +1269,8 @@ int main(int argc, char **argv) {
         {"sat-duration", 1, 0, 'D'}, {"template", 1, 0, 'T'}, {"pids", 1, 0, 'i'},
         {"hold", 1, 0, 'H'}, {"src-spread", 0, 0, 'S'}, {"concurrency", 1, 0, 'C'},
         {"settle-max", 1, 0, 'X'}, {"chat", 0, 0, 'G'}, {"room-size", 1, 0, 'Z'},
-        {"per-send", 0, 0, '1'}, {"deflate", 1, 0, 'F'}, {"words", 0, 0, 'V'}, {0, 0, 0, 0}};
+        {"per-send", 0, 0, '1'}, {"deflate", 1, 0, 'F'}, {"words", 0, 0, 'V'}, {"prime", 0, 0, 'Q'},
+        {0, 0, 0, 0}};
     int ch;
     optind = 2;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1265,6 +1304,7 @@ int main(int argc, char **argv) {
         case '1': opt.per_send = 1; break;
         case 'F': opt.deflate = optarg; break;
         case 'V': opt.words = 1; break;
+        case 'Q': opt.prime = 1; break;
         default: usage();
         }
     }

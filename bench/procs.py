@@ -42,6 +42,8 @@ WSAPP_BENCH_ENV = {
 }
 
 KINDS = ("stock", "wsapp", "gunicorn", "ceiling")
+#: Servers only some cases use (bench.scenarios.deflate): `websockets` with its defaults.
+EXTRA_KINDS = ("websockets",)
 
 
 def raise_nofile(wanted: int) -> tuple[int, int]:
@@ -64,6 +66,8 @@ def command(kind: str, port: int) -> list[str]:
         return [PYTHON, "-m", "bench.stock_server", "--port", str(port)]
     if kind == "ceiling":
         return [PYTHON, "-m", "bench.tcp_echo", "--port", str(port)]
+    if kind == "websockets":
+        return [PYTHON, "-m", "bench.websockets_server", "--port", str(port)]
     if kind == "wsapp":
         return [PYTHON, "-m", "wsapp", "serve", "--host", HOST, "--port", str(port)]
     if kind == "gunicorn":

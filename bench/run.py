@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench import loadgen, report
-from bench.procs import KINDS, RESULTS, ROOT, WSAPP_BENCH_ENV, cpu_model, raise_nofile
+from bench.procs import EXTRA_KINDS, KINDS, RESULTS, ROOT, WSAPP_BENCH_ENV, cpu_model, raise_nofile
 from bench.scenarios import FIXED_DELIVERIES_PER_S, SCENARIOS, Config
 
 DOC = ROOT / "docs" / "performance.md"
@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", action="append", choices=sorted(SCENARIOS), metavar="SCENARIO",
                    help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}")
     p.add_argument("--repeat", type=int, help="attempts per case, least disturbed kept (default 2, quick 1)")
-    p.add_argument("--servers", default=",".join(KINDS), help=f"comma list from {','.join(KINDS)}")
+    p.add_argument("--servers", default=",".join(KINDS),
+                   help=f"comma list from {','.join(KINDS + EXTRA_KINDS)}")
     p.add_argument("--write-docs", action="store_true", help="update docs/performance.md even for a partial run")
     p.add_argument("--report-only", metavar="JSON", type=Path,
                    help="measure nothing: rewrite docs/performance.md and the chart from a saved run")
@@ -106,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         write_docs(saved["meta"], saved["rows"], args.report_only.name)
         return 0
     servers = tuple(s.strip() for s in args.servers.split(",") if s.strip())
-    if bad := [s for s in servers if s not in KINDS]:
-        print(f"unknown server {bad[0]!r}; choose from {', '.join(KINDS)}", file=sys.stderr)
+    if bad := [s for s in servers if s not in KINDS + EXTRA_KINDS]:
+        print(f"unknown server {bad[0]!r}; choose from {', '.join(KINDS + EXTRA_KINDS)}", file=sys.stderr)
         return 2
     loadgen.build()
     nofile = raise_nofile(65536)

@@ -48,6 +48,7 @@ class _State:
         self.last_flush = now
         self.last_trim = now
         self.peak = 0
+        self.released = 0  # compressors freed since the last trim
 
 
 def run(registry: Registry) -> None:
@@ -68,9 +69,9 @@ def run(registry: Registry) -> None:
                 registry.flush_metrics()
             except Exception:
                 log.exception("metrics flush failed")
-        _maybe_trim_memory(registry, state, now)
         if compression.deflaters_in_use():
-            compression.release_idle(now, registry.settings.deflate_idle)
+            state.released += compression.release_idle(now, registry.settings.deflate_idle)
+        _maybe_trim_memory(registry, state, now)
 
 
 def check_keepalive(registry: Registry, pinged: dict, now: float) -> None:
@@ -106,16 +107,21 @@ def _maybe_trim_memory(registry: Registry, state: _State, now: float) -> None:
     CPython and glibc keep freed memory for reuse, so after a wave of thousands of
     connections RSS stays near its peak with no object left behind. When the socket
     count has fallen well below its recent peak, a full collection plus malloc_trim(0)
-    returns the free pages."""
+    returns the free pages; after many idle compressors were freed, malloc_trim(0) alone."""
     count = len(registry.sockets)
     state.peak = max(state.peak, count)
     if now - state.last_trim < TRIM_INTERVAL:
         return
     gone = state.peak - count
-    if gone < TRIM_MIN_GONE or gone < state.peak // 4:
+    sockets_gone = gone >= TRIM_MIN_GONE and gone >= state.peak // 4
+    # Compressors freed as idle (WSAPP_DEFLATE_IDLE) hold tens of KiB of zlib state each,
+    # outside Python's objects: their pages go back without a collection.
+    if not sockets_gone and state.released < TRIM_MIN_GONE:
         return
     state.last_trim = now
     state.peak = count
-    gc.collect()
+    state.released = 0
+    if sockets_gone:
+        gc.collect()
     if _malloc_trim is not None:
         _malloc_trim(0)
