@@ -20,8 +20,7 @@ connection's queued bytes (``conn.queued()``), so a history longer than
 WSAPP_SEND_QUEUE_BYTES reaches a reading client instead of overflowing its queue.
 
 The hub needs only this from a connection (duck-typed, see ``wsapp.engine.websocket``):
-``id``, ``send_frame(bytes) -> bool``, ``close_nowait(code, reason)`` and ``queued()``;
-members whose ``broadcast_compressor`` is the hub's get each broadcast compressed once.
+``id``, ``send_frame(bytes) -> bool``, ``close_nowait(code, reason)`` and ``queued()``.
 """
 
 from __future__ import annotations
@@ -64,9 +63,10 @@ class ChatConnection(Protocol):
     def close_nowait(self, code: int = 1000, reason: str = "") -> Any: ...
 
 
-def _send_each(conns: list[ChatConnection], frame: bytes) -> None:
-    for conn in conns:
-        conn.send_frame(frame)
+def _send_each(conns: list[ChatConnection], frame: bytes, *groups: tuple[list, bytes]) -> None:
+    for group, data in ((conns, frame), *groups):
+        for conn in group:
+            conn.send_frame(data)
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -185,7 +185,7 @@ class Hub:
         self.broker = broker
         #: Frames to many connections: wsapp passes `wsapp.engine.fanout.send_to_all`.
         self.send_to_all = send_to_all or _send_each
-        self.deflate = deflate  # compresses a broadcast once (see the module docstring)
+        self.deflate = deflate  # compresses broadcasts once, for members sharing its compressor
         self.history = history
         self.queue_limit = queue_limit
         self.buffer_limit = queue_limit
