@@ -24,7 +24,7 @@ import time
 import zlib
 from typing import TYPE_CHECKING, Protocol
 
-from wsapp.protocol.frames import CloseCode, Opcode, ProtocolError, encode_frame
+from wsapp.protocol.frames import CloseCode, Opcode, ProtocolError, apply_mask, encode_frame
 
 if TYPE_CHECKING:
     from wsapp.protocol.deflate import DeflateSettings
@@ -118,6 +118,50 @@ class Inflater:
 
     def release(self) -> None:
         self._z = None
+
+    @staticmethod
+    def wire_limit(max_message_bytes: int) -> int:
+        """Wire bytes a compressed message may take (its inflated size is bounded by
+        `max_message_bytes` itself): deflate can make data a little larger, and a sender
+        that flushes every fragment adds a few bytes to each."""
+        return 2 * max_message_bytes + 1024
+
+    def scan_frames(self, data: bytes, pos: int, limit: int, events: list) -> int:
+        """The parser's shortcut (`frames.Parser`) for whole compressed messages: take the
+        complete, unfragmented, masked RSV1 data frames at `pos` (7- or 16-bit length),
+        unmask, inflate within `limit`, decode text strictly, append to `events`; the
+        position after them. Anything else is left to the parser's general path."""
+        n = len(data)
+        wire_limit = self.wire_limit(limit)
+        while n - pos >= 6:
+            b0 = data[pos]
+            if b0 != 0xC1 and b0 != 0xC2:  # FIN and RSV1, text or binary
+                break
+            b1 = data[pos + 1]
+            length = b1 & 0x7F
+            if b1 < 0x80 or length == 127:
+                break
+            if length == 126:
+                if n - pos < 8:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                start = pos + 8
+            else:
+                start = pos + 6
+            end = start + length
+            if end > n or length > wire_limit:
+                break
+            out = self.inflate_message(apply_mask(data[start:end], data[start - 4 : start]), limit)
+            if b0 == 0xC1:
+                try:
+                    events.append(out.decode("utf-8"))
+                except UnicodeDecodeError:
+                    reason = "invalid UTF-8 in text message"
+                    raise ProtocolError(CloseCode.INVALID_DATA, reason) from None
+            else:
+                events.append(out)
+            pos = end
+        return pos
 
 
 #: Deflaters that hold zlib state now, for `release_idle`.

@@ -51,13 +51,6 @@ class CloseCode(IntEnum):
 
 
 MAX_CONTROL_PAYLOAD = 125
-
-
-def compressed_wire_limit(max_message_bytes: int) -> int:
-    """Wire bytes a compressed message may take (its inflated size is bounded by
-    `max_message_bytes` itself): deflate can make data a little larger, and a sender that
-    flushes every fragment adds a few bytes to each."""
-    return 2 * max_message_bytes + 1024
 MAX_CLOSE_REASON_BYTES = MAX_CONTROL_PAYLOAD - 2
 
 
@@ -303,7 +296,8 @@ class Parser:
         self._msg_small: list = []
         self._utf8: Utf8Decoder | None = None
         #: permessage-deflate's decompressor once negotiated (`compression.Inflater`): RSV1
-        #: then marks a compressed message (RFC 7692 6), inflated within the size limit.
+        #: then marks a compressed message (RFC 7692 6), inflated within the size limit;
+        #: whole compressed frames go through its `scan_frames`.
         self.inflater: Any = None
         self._msg_compressed = False
         self._msg_wire = 0  # wire bytes of a compressed message (its size counts inflated)
@@ -343,7 +337,7 @@ class Parser:
             pos = speedups.scan_data_frames(data, self.max_message_bytes, events)
             while self.inflater is not None and pos < len(data) and data[pos] & 0x40:
                 # Whole compressed messages (browsers compress everything they send).
-                taken = self._scan_compressed(data, pos, events)
+                taken = self.inflater.scan_frames(data, pos, self.max_message_bytes, events)
                 if taken == pos:
                     break
                 pos = speedups.scan_data_frames(data[taken:], self.max_message_bytes, events) + taken
@@ -373,44 +367,6 @@ class Parser:
                 self._payload(chunk, events)
         finally:
             del buf[:pos]
-
-    def _scan_compressed(self, data: bytes, pos: int, events: list[Event]) -> int:
-        """Take the complete, unfragmented, compressed (RSV1) masked data frames at `pos`:
-        unmask, inflate within the limit, decode text, as `_payload` would for one frame;
-        the position after them. Anything else is left to the general path."""
-        n = len(data)
-        inflater = self.inflater
-        limit = self.max_message_bytes
-        wire_limit = compressed_wire_limit(limit)
-        while n - pos >= 6:
-            b0 = data[pos]
-            if b0 != 0xC1 and b0 != 0xC2:
-                break
-            b1 = data[pos + 1]
-            length = b1 & 0x7F
-            if b1 < 0x80 or length == 127:
-                break
-            if length == 126:
-                if n - pos < 8:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 8
-            else:
-                start = pos + 6
-            end = start + length
-            if end > n or length > wire_limit:
-                break
-            payload = apply_mask(data[start:end], data[start - 4 : start])
-            out = inflater.inflate_message(payload, limit)
-            if b0 == 0xC1:
-                try:
-                    events.append(out.decode("utf-8"))
-                except UnicodeDecodeError:
-                    raise ProtocolError(CloseCode.INVALID_DATA, "invalid UTF-8 in text message") from None
-            else:
-                events.append(out)
-            pos = end
-        return pos
 
     # Header --------------------------------------------------------------------------------
 
@@ -459,7 +415,7 @@ class Parser:
             compressed = self._msg_compressed if opcode == Opcode.CONTINUATION else bool(rsv)
             if compressed:
                 already = self._msg_wire if opcode == Opcode.CONTINUATION else 0
-                limit = compressed_wire_limit(self.max_message_bytes)
+                limit = self.inflater.wire_limit(self.max_message_bytes)
             else:
                 already = self._msg_size if opcode == Opcode.CONTINUATION else 0
                 limit = self.max_message_bytes
