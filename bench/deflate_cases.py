@@ -82,18 +82,18 @@ def cases(cfg) -> list[tuple[str, str, dict[str, str], Job]]:
         for on in (False, True):
             out.append((f"1 MiB text echo, {'deflate' if on else 'no deflate'}", kind, {}, _echo(cfg, on)))
     # The compressors of primed connections are freed after WSAPP_DEFLATE_IDLE (5 s) and the
-    # next housekeeping pass: a 9 s hold covers that.
+    # next housekeeping pass, and the heap is trimmed once that wave is over: a 12 s hold.
     out += [
-        (f"{n} idle conns, no offer, one echo each", "wsapp", {}, _idle(cfg, n, False, True, 9)),
+        (f"{n} idle conns, no offer, one echo each", "wsapp", {}, _idle(cfg, n, False, True, 12)),
         (f"{n} idle conns, deflate, no message", "wsapp", {}, _idle(cfg, n, True, False, 2)),
         (f"{n} idle conns, deflate, one echo each, freed when idle", "wsapp", {},
-         _idle(cfg, n, True, True, 9)),
+         _idle(cfg, n, True, True, 12)),
         (f"{n} idle conns, deflate, one echo each, kept", "wsapp", NO_RELEASE,
          _idle(cfg, n, True, True, 2)),
         (f"{n} idle conns, deflate 15/8, one echo each, kept", "wsapp", {**NO_RELEASE, **WIDE},
          _idle(cfg, n, True, True, 2)),
         (f"{n} idle conns, deflate 15/8, one echo each, freed when idle", "wsapp", WIDE,
-         _idle(cfg, n, True, True, 9)),
+         _idle(cfg, n, True, True, 12)),
         (f"{n} idle conns, deflate, one echo each", "websockets", {}, _idle(cfg, n, True, True, 2)),
     ]
     return out

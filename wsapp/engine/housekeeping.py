@@ -29,6 +29,7 @@ KEEPALIVE_REASON = "keepalive timeout"
 SCAN_SLICE = 256  # sockets pinged per slice before yielding to other greenlets
 TRIM_INTERVAL = 10.0  # seconds between memory trims at most
 TRIM_MIN_GONE = 500  # sockets that must have closed since the peak before trimming
+TRIM_MIN_GAP = 2.0  # seconds between trims at least, when a wave of idle compressors ends
 
 
 def _load_malloc_trim():
@@ -69,9 +70,11 @@ def run(registry: Registry) -> None:
                 registry.flush_metrics()
             except Exception:
                 log.exception("metrics flush failed")
+        released = 0
         if compression.deflaters_in_use():
-            state.released += compression.release_idle(now, registry.settings.deflate_idle)
-        _maybe_trim_memory(registry, state, now)
+            released = compression.release_idle(now, registry.settings.deflate_idle)
+            state.released += released
+        _maybe_trim_memory(registry, state, now, released)
 
 
 def check_keepalive(registry: Registry, pinged: dict, now: float) -> None:
@@ -101,21 +104,23 @@ def drop_dead_peer(ws) -> None:
     ws.abort(CloseCode.INTERNAL_ERROR, KEEPALIVE_REASON, CloseCause.KEEPALIVE)
 
 
-def _maybe_trim_memory(registry: Registry, state: _State, now: float) -> None:
+def _maybe_trim_memory(registry: Registry, state: _State, now: float, released: int = 0) -> None:
     """Give memory back to the OS after many connections have gone.
 
     CPython and glibc keep freed memory for reuse, so after a wave of thousands of
     connections RSS stays near its peak with no object left behind. When the socket
     count has fallen well below its recent peak, a full collection plus malloc_trim(0)
-    returns the free pages; after many idle compressors were freed, malloc_trim(0) alone."""
+    returns the free pages. Idle compressors freed (WSAPP_DEFLATE_IDLE) hold tens of KiB of
+    zlib state each, outside Python's objects: once a wave of them has been freed (this
+    pass freed none), malloc_trim(0) alone returns their pages."""
     count = len(registry.sockets)
     state.peak = max(state.peak, count)
-    if now - state.last_trim < TRIM_INTERVAL:
+    wave_over = state.released >= TRIM_MIN_GONE and released == 0
+    since = now - state.last_trim
+    if since < TRIM_INTERVAL and not (wave_over and since >= TRIM_MIN_GAP):
         return
     gone = state.peak - count
     sockets_gone = gone >= TRIM_MIN_GONE and gone >= state.peak // 4
-    # Compressors freed as idle (WSAPP_DEFLATE_IDLE) hold tens of KiB of zlib state each,
-    # outside Python's objects: their pages go back without a collection.
     if not sockets_gone and state.released < TRIM_MIN_GONE:
         return
     state.last_trim = now
