@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     servers = tuple(s.strip() for s in args.servers.split(",") if s.strip())
     if bad := [s for s in servers if s not in KINDS + EXTRA_KINDS]:
-        print(f"unknown server {bad[0]!r}; choose from {', '.join(KINDS + EXTRA_KINDS)}", file=sys.stderr)
+        known = ", ".join(KINDS + EXTRA_KINDS)
+        print(f"unknown server {bad[0]!r}; choose from {known}", file=sys.stderr)
         return 2
     loadgen.build()
     nofile = raise_nofile(65536)

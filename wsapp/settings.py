@@ -167,12 +167,27 @@ class Settings:
     log_level: str = _setting("INFO", _log_level, "Log level: DEBUG, INFO, WARNING or ERROR.")
     speedups: bool = _setting(True, _bool, "Use the compiled C loops (framing, chat broadcast) when built (`make speedups`); 0 runs the same code paths in pure Python.")
     io_uring: bool = _setting(True, _bool, "Chat broadcasts hand all their sends to the kernel in one io_uring call (Linux, C speedups); 0, or io_uring refused by the kernel (seccomp, `kernel.io_uring_disabled`), sends with one send() per member.")
-    deflate: bool = _setting(True, _bool, "Negotiate permessage-deflate (RFC 7692) with clients that offer it; 0 declines it.")
-    deflate_threshold: int = _setting(
-        128, _int(0, 1 << 31), "Messages whose payload is shorter than this many bytes are sent uncompressed."
+    deflate: bool = _setting(
+        True,
+        _bool,
+        "Negotiate permessage-deflate (RFC 7692) with clients that offer it; 0 declines it.",
     )
-    deflate_level: int = _setting(1, _int(0, 9), "zlib compression level of messages sent, 0 (store) to 9 (smallest, slowest).")
-    deflate_mem_level: int = _setting(5, _int(1, 9), "zlib memLevel of the server's compressors, 1 to 9 (state of about 2**(N+9) bytes plus the window).")
+    deflate_threshold: int = _setting(
+        128,
+        _int(0, 1 << 31),
+        "Messages whose payload is shorter than this many bytes are sent uncompressed.",
+    )
+    deflate_level: int = _setting(
+        1,
+        _int(0, 9),
+        "zlib compression level of messages sent, 0 (store) to 9 (smallest, slowest).",
+    )
+    deflate_mem_level: int = _setting(
+        5,
+        _int(1, 9),
+        "zlib memLevel of the server's compressors, 1 to 9 (state of about 2**(N+9) bytes plus "
+        "the window).",
+    )
     deflate_server_window_bits: int = _setting(
         12,
         _int(9, 15),

@@ -76,3 +76,13 @@ def test_compressed_sends_from_a_view_keep_context(server):
             assert raw.recv_message() == (Op.BINARY, payload)
             sizes.append(raw.bytes_received - before)
         assert sizes[1] < sizes[0] // 4, sizes
+
+
+def test_deflate_off_for_the_process():
+    with running_server("serve", env={"WSAPP_DEFLATE": "0"}) as srv:
+        for path in ("/echo", "/chat/off?name=ann"):
+            with connect(srv.url(path), max_size=None) as ws:
+                assert extensions(ws) is None
+        with connect(srv.url("/echo")) as ws:
+            ws.send(MESSAGES[1])
+            assert ws.recv(timeout=5) == MESSAGES[1]

@@ -192,3 +192,24 @@ def test_settings_are_validated_and_interned():
         DEFAULT.with_changes(level=10)
     assert DEFAULT.with_changes(level=6) is DEFAULT.with_changes(level=6)
     assert ROOMS is DEFAULT.for_rooms()
+
+
+@pytest.mark.parametrize("name,value", [
+    ("WSAPP_DEFLATE_SERVER_WINDOW_BITS", "8"), ("WSAPP_DEFLATE_CLIENT_WINDOW_BITS", "16"),
+    ("WSAPP_DEFLATE_LEVEL", "10"), ("WSAPP_DEFLATE_MEM_LEVEL", "0"),
+    ("WSAPP_DEFLATE_THRESHOLD", "-1"), ("WSAPP_DEFLATE", "maybe"), ("WSAPP_DEFLATE_IDLE", "x"),
+])
+def test_bad_deflate_settings_stop_the_process_naming_the_variable(name, value):
+    from wsapp.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_process_settings_give_the_default_deflate_settings():
+    from wsapp.settings import Settings
+
+    settings = Settings.from_env({"WSAPP_DEFLATE_LEVEL": "6", "WSAPP_DEFLATE_CLIENT_CONTEXT": "1"})
+    assert settings.deflate_settings == DeflateSettings(level=6, client_context_takeover=True)
+    assert settings.deflate_settings is settings.deflate_settings
+    assert Settings.from_env({"WSAPP_DEFLATE": "0"}).deflate_settings is None

@@ -81,11 +81,13 @@ def check_response(offer: str, answer: str | None) -> Negotiated | None:
             raise ProtocolViolation(f"{key} without a valid value in {answer!r}")
     if not any(_answers(o, params) for o in _offers(offer)):
         raise ProtocolViolation(f"answer {answer!r} fits none of the offers {offer!r}")
+    server_bits = params.get("server_max_window_bits")
+    client_bits = params.get("client_max_window_bits")
     return Negotiated(
         "server_no_context_takeover" in params,
         "client_no_context_takeover" in params,
-        int(params["server_max_window_bits"]) if "server_max_window_bits" in params else None,  # type: ignore[arg-type]
-        int(params["client_max_window_bits"]) if "client_max_window_bits" in params else None,  # type: ignore[arg-type]
+        int(server_bits) if server_bits is not None else None,
+        int(client_bits) if client_bits is not None else None,
         answer,
     )
 
@@ -127,13 +129,13 @@ def _answers(offer: dict[str, str | None], answer: dict[str, str | None]) -> boo
     if "server_max_window_bits" in offer:
         if "server_max_window_bits" not in answer:
             return False
-        if int(answer["server_max_window_bits"]) > int(offer["server_max_window_bits"]):  # type: ignore[arg-type]
+        if int(answer["server_max_window_bits"] or 0) > int(offer["server_max_window_bits"] or 0):
             return False
     if "client_max_window_bits" in answer:
         if "client_max_window_bits" not in offer:
             return False  # 7.1.2.2: only when offered
         value = offer["client_max_window_bits"]
-        if value is not None and int(answer["client_max_window_bits"]) > int(value):  # type: ignore[arg-type]
+        if value is not None and int(answer["client_max_window_bits"] or 0) > int(value):
             return False
     return True
 

@@ -340,7 +340,8 @@ class Parser:
                 taken = self.inflater.scan_frames(data, pos, self.max_message_bytes, events)
                 if taken == pos:
                     break
-                pos = speedups.scan_data_frames(data[taken:], self.max_message_bytes, events) + taken
+                more = speedups.scan_data_frames(data[taken:], self.max_message_bytes, events)
+                pos = taken + more
             if pos == len(data):
                 return
             data = data[pos:]
