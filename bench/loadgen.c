@@ -15,6 +15,18 @@
  * --raw skips the HTTP upgrade: the peer is a plain TCP echo and a "message" is complete
  * when as many bytes as the encoded frame came back (the TCP ceiling).
  *
+ * --deflate OFFER sends OFFER as Sec-WebSocket-Extensions (permessage-deflate, RFC 7692) and
+ * requires the server to accept it. Messages from the server with RSV1 are inflated with
+ * zlib (their inflated size is what echo compares; fanout looks for its marker in the
+ * inflated text). Echo and idle probes send their frame compressed once, up front, as a
+ * stand-alone deflate stream with a 12-bit window: OFFER must carry
+ * client_no_context_takeover and allow a client window of 12 bits. Counters of wire and
+ * inflated bytes are printed with every result. --words makes the echo text pseudo-random
+ * words (compresses about like prose) instead of the alphabet repeated.
+ *
+ * idle --prime: every connection echoes one message (--size) before the hold, so the
+ * memory measured is that of connections that have been used, then left idle.
+ *
  * Idle --path placeholders, replaced per connection (any other text is sent as is):
  *   {i}     the connection index, 0 .. N-1 (the 5 "new connection" probes get N .. N+4)
  *   {room}  i / --room-size (default 100), so connections fill room 0, then room 1, ...;
@@ -48,6 +60,7 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -108,6 +121,9 @@ static struct {
                                member name appended */
     int conns, inflight, raw, binary, src_spread, concurrency, chat, room_size;
     int per_send;           /* 1: each frame with its own send(), as a browser does; 0: writev batches */
+    const char *deflate;    /* permessage-deflate offer, or NULL */
+    int words;              /* echo text: pseudo-random words */
+    int prime;              /* idle: every connection echoes one message before the hold */
     size_t size;
     double duration, warmup, hard_timeout, hold;
     long warmup_msgs, min_msgs, max_msgs;
@@ -148,6 +164,10 @@ typedef struct {
     /* idle --chat probe: marker number awaited (0: none) and when it came back */
     int probe_id;
     uint64_t probe_done_ns;
+    /* permessage-deflate: negotiated, server keeps no context, its window; the inflater
+       (allocated on the first compressed message; freed after each without context) */
+    int pmd, srv_nct, srv_bits, msg_compressed;
+    z_stream *inflater;
 } conn_t;
 
 static conn_t *C;
@@ -162,6 +182,8 @@ static struct sockaddr_in DST;
 static uint64_t g_connect_fail, g_closed, g_errors, g_bad_handshake, g_rx_bytes;
 static uint64_t g_last_rx_ns;
 static uint64_t g_chat_msgs, g_chat_bytes; /* idle --chat: data messages received, discarded */
+/* data frames: payload bytes as received, and after inflating; compressed messages */
+static uint64_t g_rx_payload, g_rx_app, g_rx_compressed, g_deflate_conns;
 static char g_first_error[256];
 
 static void set_error(const char *msg) {
@@ -200,6 +222,43 @@ static size_t encode_frame(char *out, int opcode, const uint8_t *payload, size_t
     h += 4;
     for (size_t i = 0; i < n; i++) out[h + i] = (char)(payload[i] ^ MASK[i & 3]);
     return h + n;
+}
+
+/* Pseudo-random lowercase words and spaces (xorshift: the same text every run). */
+static void fill_words(uint8_t *out, size_t n) {
+    static const char *w[] = {"the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was",
+                              "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from",
+                              "at", "which", "but", "have", "an", "they", "you", "were", "her", "she",
+                              "there", "been", "one", "all", "we", "their", "has", "would", "when",
+                              "message", "server", "socket", "room", "compressed", "window", "frame"};
+    uint64_t x = 88172645463325252ull;
+    size_t i = 0;
+    while (i < n) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        const char *word = w[x % (sizeof w / sizeof *w)];
+        for (const char *q = word; *q && i < n; q++) out[i++] = (uint8_t)*q;
+        if (i < n) out[i++] = ' ';
+    }
+}
+
+/* A masked client frame carrying `payload` compressed on its own (RSV1, RFC 7692 7.2.1):
+   raw deflate with a 12-bit window, sync flush, the 4-octet tail removed. */
+static size_t encode_compressed_frame(char *out, int opcode, const uint8_t *payload, size_t n) {
+    z_stream z = {0};
+    if (deflateInit2(&z, 6, Z_DEFLATED, -12, 8, Z_DEFAULT_STRATEGY) != Z_OK) exit(3);
+    size_t cap = deflateBound(&z, n) + 64;
+    uint8_t *buf = malloc(cap);
+    z.next_in = (Bytef *)payload;
+    z.avail_in = (uInt)n;
+    z.next_out = buf;
+    z.avail_out = (uInt)cap;
+    if (deflate(&z, Z_SYNC_FLUSH) != Z_OK || z.avail_in) exit(3);
+    size_t clen = cap - z.avail_out - 4;
+    deflateEnd(&z);
+    size_t len = encode_frame(out, opcode, buf, clen);
+    out[0] = (char)(out[0] | 0x40);
+    free(buf);
+    return len;
 }
 
 static void queue_small_frame(conn_t *c, int opcode, const void *p, size_t n) {
@@ -337,7 +396,10 @@ static double ru_cpu(const struct rusage *r) {
            r->ru_stime.tv_usec / 1e6;
 }
 
+static uint64_t g_rx_measure0, g_rx_measure1; /* g_rx_bytes at the window's start and end */
+
 static void measure_begin(uint64_t t) {
+    g_rx_measure0 = g_rx_bytes;
     memset(&H, 0, sizeof H);
     for (int i = 0; i < NC; i++) C[i].done = 0;
     g_done = 0;
@@ -370,6 +432,7 @@ static void measure_end(uint64_t t) {
     if (g_measuring) add_censored(t);
     g_measuring = 0;
     g_measure_end = t;
+    g_rx_measure1 = g_rx_bytes;
     getrusage(RUSAGE_SELF, &g_ru1);
     g_cpu1 = server_cpu();
 }
@@ -468,6 +531,61 @@ static void chat_message(conn_t *c, uint64_t t) {
 }
 
 /* ---------- frame parser ---------- */
+static void keep_bytes(conn_t *c, const void *p, size_t take) {
+    if (c->plen + take > c->pcap) {
+        c->pcap = (c->plen + take) * 2;
+        c->pbuf = realloc(c->pbuf, c->pcap);
+    }
+    memcpy(c->pbuf + c->plen, p, take);
+    c->plen += take;
+}
+
+/* Inflate a piece of a compressed message (RFC 7692 7.2.2), counting what comes out and
+   keeping it only if asked; -1 (connection closed) if it does not inflate. */
+static int inflate_into(conn_t *c, const uint8_t *p, size_t n, int keep) {
+    static uint8_t out[262144];
+    if (!c->inflater) {
+        c->inflater = calloc(1, sizeof(z_stream));
+        if (inflateInit2(c->inflater, -c->srv_bits) != Z_OK) {
+            set_error("inflateInit2 failed");
+            conn_close(c, 1);
+            return -1;
+        }
+    }
+    z_stream *z = c->inflater;
+    z->next_in = (Bytef *)p;
+    z->avail_in = (uInt)n;
+    do {
+        z->next_out = out;
+        z->avail_out = sizeof out;
+        int rc = inflate(z, Z_SYNC_FLUSH);
+        if (rc != Z_OK && rc != Z_BUF_ERROR && rc != Z_STREAM_END) {
+            g_errors++;
+            set_error("server's compressed message does not inflate");
+            conn_close(c, 1);
+            return -1;
+        }
+        size_t got = sizeof out - z->avail_out;
+        c->msg_bytes += got;
+        g_rx_app += got;
+        if (keep && got) keep_bytes(c, out, got);
+        if (rc == Z_BUF_ERROR || rc == Z_STREAM_END) break;
+    } while (z->avail_in > 0 || z->avail_out == 0);
+    return 0;
+}
+
+/* End of a compressed message: the 4 octets the sender removed, then drop or keep state. */
+static int inflate_end_message(conn_t *c, int keep) {
+    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    if (inflate_into(c, tail, 4, keep) < 0) return -1;
+    if (c->srv_nct && c->inflater) {
+        inflateEnd(c->inflater);
+        free(c->inflater);
+        c->inflater = NULL;
+    }
+    return 0;
+}
+
 static void on_message(conn_t *c, uint64_t t) {
     if (opt.mode == MODE_IDLE && opt.chat) chat_message(c, t);
     else if (opt.mode == MODE_ECHO || opt.mode == MODE_IDLE) echo_complete(c, c->msg_bytes, t);
@@ -494,6 +612,11 @@ static void frame_end(conn_t *c, uint64_t t) {
         return;
     }
     if (c->fin) {
+        if (c->msg_compressed) {
+            int keep = opt.mode == MODE_FANOUT || c->probe_id;
+            if (inflate_end_message(c, keep) < 0) return;
+            c->msg_compressed = 0;
+        }
         on_message(c, t);
         c->plen = 0;
         c->msg_bytes = 0;
@@ -527,18 +650,27 @@ static void parse_frames(conn_t *c, const uint8_t *p, size_t n, uint64_t t) {
             c->prem = len;
             c->hhave = c->hneed = 0;
             c->in_payload = 1;
-            if (c->opcode == 1 || c->opcode == 2) c->msg_opcode = c->opcode;
+            int rsv1 = (c->hdr[0] & 0x40) != 0;
+            if ((c->hdr[0] & 0x30) || (rsv1 && (!c->pmd || (c->opcode != 1 && c->opcode != 2)))) {
+                g_errors++;
+                set_error("server set RSV bits where not allowed");
+                conn_close(c, 1);
+                return;
+            }
+            if (c->opcode == 1 || c->opcode == 2) {
+                c->msg_opcode = c->opcode;
+                c->msg_compressed = rsv1;
+                if (rsv1) g_rx_compressed++;
+            }
         }
         size_t take = c->prem < n ? (size_t)c->prem : n;
-        if (c->opcode >= 8 || keep_data) {
-            if (c->plen + take > c->pcap) {
-                c->pcap = (c->plen + take) * 2;
-                c->pbuf = realloc(c->pbuf, c->pcap);
-            }
-            memcpy(c->pbuf + c->plen, p, take);
-            c->plen += take;
+        if (c->opcode < 8) g_rx_payload += take;
+        if (c->opcode < 8 && c->msg_compressed) {
+            if (inflate_into(c, p, take, keep_data) < 0) return;
+        } else {
+            if (c->opcode >= 8 || keep_data) keep_bytes(c, p, take);
+            if (c->opcode < 8) c->msg_bytes += take;
         }
-        if (c->opcode < 8) c->msg_bytes += take;
         c->prem -= take;
         p += take;
         n -= take;
@@ -556,6 +688,35 @@ static void on_open(conn_t *c, uint64_t t) {
     g_nopen++;
 }
 
+/* The server's Sec-WebSocket-Extensions: permessage-deflate must be there, and allow the
+   12-bit client window our pre-compressed frame uses. */
+static int deflate_answer(conn_t *c, char *end) {
+    char saved = *end;
+    *end = 0;
+    char *h = strcasestr(c->hbuf, "\r\nsec-websocket-extensions:");
+    char *eol = h ? strstr(h + 2, "\r\n") : NULL;
+    if (eol) *eol = 0;
+    int ok = h && strstr(h, "permessage-deflate");
+    if (ok) {
+        c->pmd = 1;
+        c->srv_nct = strstr(h, "server_no_context_takeover") != NULL;
+        char *b = strstr(h, "server_max_window_bits=");
+        c->srv_bits = b ? atoi(b + 23) : 15;
+        char *cb = strstr(h, "client_max_window_bits=");
+        if (cb && atoi(cb + 23) < 12) ok = 0;
+        g_deflate_conns += ok;
+    }
+    if (eol) *eol = '\r';
+    *end = saved;
+    if (!ok) {
+        g_bad_handshake++;
+        set_error(c->pmd ? "server asked for a client window under 12 bits"
+                         : "server declined permessage-deflate");
+        return -1;
+    }
+    return 0;
+}
+
 static void on_handshake_bytes(conn_t *c, const char *p, size_t n, uint64_t t) {
     size_t room = sizeof c->hbuf - 1 - c->hlen;
     size_t take = n < room ? n : room;
@@ -568,6 +729,10 @@ static void on_handshake_bytes(conn_t *c, const char *p, size_t n, uint64_t t) {
         return;
     }
     if (strncmp(c->hbuf, "HTTP/1.1 101", 12) != 0) goto bad;
+    if (opt.deflate && deflate_answer(c, end) < 0) {
+        conn_close(c, 0);
+        return;
+    }
     size_t hdr_len = (size_t)(end + 4 - c->hbuf);
     size_t consumed_before = c->hlen - take; /* bytes of hbuf from earlier reads */
     on_open(c, t);
@@ -709,11 +874,13 @@ static void on_writable(conn_t *c, uint64_t t) {
         } else {
             char path[512], req[1024];
             member_path(c, path, sizeof path);
+            char ext[300] = "";
+            if (opt.deflate) snprintf(ext, sizeof ext, "Sec-WebSocket-Extensions: %s\r\n", opt.deflate);
             int n = snprintf(req, sizeof req,
                              "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
                              "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                             "Sec-WebSocket-Version: 13\r\nUser-Agent: wsapp-bench-loadgen\r\n\r\n",
-                             path, REQ_HOST);
+                             "Sec-WebSocket-Version: 13\r\nUser-Agent: wsapp-bench-loadgen\r\n%s\r\n",
+                             path, REQ_HOST, ext);
             c->state = ST_HANDSHAKE;
             sbuf_put(c, req, (size_t)n);
         }
@@ -766,6 +933,11 @@ static void print_common(void) {
            "\"first_error\": \"%s\"",
            NC, count_open(), (unsigned long long)g_connect_fail, (unsigned long long)g_bad_handshake,
            (unsigned long long)g_closed, (unsigned long long)g_errors, g_first_error);
+    printf(", \"deflate\": %d, \"deflate_conns\": %llu, \"rx_bytes\": %llu, \"rx_payload_bytes\": %llu, "
+           "\"rx_inflated_bytes\": %llu, \"rx_compressed_msgs\": %llu",
+           opt.deflate != NULL, (unsigned long long)g_deflate_conns, (unsigned long long)g_rx_bytes,
+           (unsigned long long)g_rx_payload, (unsigned long long)g_rx_app,
+           (unsigned long long)g_rx_compressed);
 }
 
 static void print_latency(const char *prefix) {
@@ -885,6 +1057,30 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* --prime: one echo on every open connection (200 in flight at most), so each has sent and
+   received a message (with --deflate: compressed both ways) before it goes idle. */
+static uint64_t g_primed;
+
+static double prime_all(double limit_s) {
+    uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)(limit_s * 1e9), done0 = g_done_any;
+    uint64_t sent = 0;
+    int next = 0;
+    g_stop_sending = 1;
+    while (now_ns() < deadline) {
+        while (next < NC && sent - (g_done_any - done0) < (uint64_t)opt.concurrency) {
+            conn_t *c = &C[next++];
+            if (c->state != ST_OPEN) continue;
+            echo_send_one(c, now_ns());
+            flush_out(c);
+            sent++;
+        }
+        if (next >= NC && g_done_any - done0 >= sent) break;
+        poll_once(5);
+    }
+    g_primed = g_done_any - done0;
+    return (double)(now_ns() - t0) / 1e9;
+}
+
 static int run_idle(void) {
     long rss0 = server_rss_kb();
     double cpu0 = server_cpu();
@@ -892,6 +1088,7 @@ static int run_idle(void) {
     NC = total - NEW_PROBES;
     double setup_s = connect_all(opt.hard_timeout);
     int opened = count_open();
+    double prime_s = opt.prime ? prime_all(opt.hard_timeout) : 0;
     int settled = 1;
     uint64_t t_settle = now_ns();
     if (opt.chat) wait_settled(0.5, opt.settle_max, &settled);
@@ -927,6 +1124,7 @@ static int run_idle(void) {
     const char *pk = opt.chat ? "msg" : "echo"; /* what the probes on idle connections time */
     printf("{\"mode\": \"idle\", \"raw\": %d, \"chat\": %d, ", opt.raw, opt.chat);
     print_common();
+    printf(", \"primed\": %llu, \"prime_s\": %.3f", (unsigned long long)g_primed, prime_s);
     printf(", \"idle_connections\": %d, \"opened\": %d, \"still_open_after_hold\": %d, "
            "\"setup_s\": %.3f, \"connects_per_s\": %.1f, \"settle_s\": %.3f, \"settled\": %d, "
            "\"hold_s\": %.1f, \"server_rss_kb_before\": %ld, "
@@ -946,7 +1144,7 @@ static int run_idle(void) {
 }
 
 static void fanout_phase_report(const char *name, uint64_t first_seq, uint64_t last_seq, uint64_t deliveries,
-                                double el, double cpu_s, int comma) {
+                                double el, double cpu_s, uint64_t rx, int comma) {
     uint64_t expected = (last_seq - first_seq) * (uint64_t)opt.members, got = 0;
     for (uint64_t s = first_seq; s < last_seq; s++) got += F_count[s];
     printf("\"%s\": {\"messages\": %llu, \"deliveries\": %llu, \"expected\": %llu, \"lost\": %llu, "
@@ -955,6 +1153,8 @@ static void fanout_phase_report(const char *name, uint64_t first_seq, uint64_t l
            name, (unsigned long long)(last_seq - first_seq), (unsigned long long)deliveries,
            (unsigned long long)expected, (unsigned long long)(expected - got), el,
            el > 0 ? (double)deliveries / el : 0, cpu_s, got ? cpu_s * 1e6 / (double)got : 0);
+    printf("\"rx_bytes\": %llu, \"rx_bytes_per_delivery\": %.2f, ", (unsigned long long)rx,
+           deliveries ? (double)rx / (double)deliveries : 0);
     print_latency("");
     printf("}%s", comma ? ", " : "");
 }
@@ -1006,6 +1206,7 @@ static int run_fanout(void) {
     double el1 = (double)(g_measure_end - g_measure_start) / 1e9;
     hist_t fixed_hist = H;
     uint64_t fixed_deliv = F_deliveries - d0;
+    uint64_t fixed_rx = g_rx_measure1 - g_rx_measure0;
     double fixed_cpu = g_cpu1 - g_cpu0;
     /* phase 2: saturation, closed loop with a window of messages not yet delivered to all */
     wait_quiet(0.2, 5);
@@ -1039,9 +1240,10 @@ static int run_fanout(void) {
     printf(", ");
     hist_t sat_hist = H;
     H = fixed_hist;
-    fanout_phase_report("fixed", seq0, seq1, fixed_deliv, el1, fixed_cpu, 1);
+    fanout_phase_report("fixed", seq0, seq1, fixed_deliv, el1, fixed_cpu, fixed_rx, 1);
     H = sat_hist;
-    fanout_phase_report("saturated", seq2, seq3, sat_deliv, el2, g_cpu1 - g_cpu0, 0);
+    fanout_phase_report("saturated", seq2, seq3, sat_deliv, el2, g_cpu1 - g_cpu0,
+                        g_rx_measure1 - g_rx_measure0, 0);
     printf("}\n");
     return 0;
 }
@@ -1067,7 +1269,8 @@ int main(int argc, char **argv) {
         {"sat-duration", 1, 0, 'D'}, {"template", 1, 0, 'T'}, {"pids", 1, 0, 'i'},
         {"hold", 1, 0, 'H'}, {"src-spread", 0, 0, 'S'}, {"concurrency", 1, 0, 'C'},
         {"settle-max", 1, 0, 'X'}, {"chat", 0, 0, 'G'}, {"room-size", 1, 0, 'Z'},
-        {"per-send", 0, 0, '1'}, {0, 0, 0, 0}};
+        {"per-send", 0, 0, '1'}, {"deflate", 1, 0, 'F'}, {"words", 0, 0, 'V'}, {"prime", 0, 0, 'Q'},
+        {0, 0, 0, 0}};
     int ch;
     optind = 2;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1099,6 +1302,9 @@ int main(int argc, char **argv) {
         case 'G': opt.chat = 1; break;
         case 'Z': opt.room_size = atoi(optarg); break;
         case '1': opt.per_send = 1; break;
+        case 'F': opt.deflate = optarg; break;
+        case 'V': opt.words = 1; break;
+        case 'Q': opt.prime = 1; break;
         default: usage();
         }
     }
@@ -1120,8 +1326,10 @@ int main(int argc, char **argv) {
     /* pre-encode the echo frame once */
     uint8_t *payload = malloc(opt.size ? opt.size : 1);
     for (size_t i = 0; i < opt.size; i++) payload[i] = opt.binary ? (uint8_t)((i * 31 + 7) % 251) : (uint8_t)('a' + i % 26);
-    FRAME = malloc(opt.size + 14);
-    FLEN = encode_frame(FRAME, opt.binary ? 2 : 1, payload, opt.size);
+    if (opt.words && !opt.binary) fill_words(payload, opt.size);
+    FRAME = malloc(opt.size + opt.size / 8 + 1024);
+    if (opt.deflate) FLEN = encode_compressed_frame(FRAME, opt.binary ? 2 : 1, payload, opt.size);
+    else FLEN = encode_frame(FRAME, opt.binary ? 2 : 1, payload, opt.size);
     free(payload);
     EP = epoll_create1(0);
     C = calloc((size_t)NC, sizeof *C);

@@ -34,7 +34,7 @@ def build() -> Path:
     """Compile loadgen.c if the binary is missing or older than the source."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not BINARY.exists() or BINARY.stat().st_mtime < SOURCE.stat().st_mtime:
-        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(BINARY), str(SOURCE)], check=True)
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(BINARY), str(SOURCE), "-lz"], check=True)
     return BINARY
 
 

@@ -44,8 +44,9 @@ WSAPP_BENCH_ENV = {
 
 KINDS = ("stock", "wsapp", "gunicorn", "uwsgi", "ceiling")
 #: Measured only when named in --servers: uWSGI's own WebSocket API (bench/uwsgi_native.py),
-#: the baseline of the uWSGI glue (docs/architecture.md). It echoes everything as text.
-OPTIONAL_KINDS = ("uwsgi-native", "baseline")
+#: the baseline of the uWSGI glue (docs/architecture.md; it echoes everything as text), and
+#: `websockets` with its defaults (bench.scenarios.deflate).
+OPTIONAL_KINDS = ("uwsgi-native", "baseline", "websockets")
 #: A checkout of an earlier commit (BENCH_BASELINE=/path, C modules built there), served
 #: as kind "baseline" the way "wsapp" is: before/after figures in one run. Not a WSAPP_*
 #: name: the servers refuse unknown WSAPP_* variables.
@@ -75,6 +76,8 @@ def command(kind: str, port: int) -> list[str]:
         return [PYTHON, "-m", "bench.stock_server", "--port", str(port)]
     if kind == "ceiling":
         return [PYTHON, "-m", "bench.tcp_echo", "--port", str(port)]
+    if kind == "websockets":
+        return [PYTHON, "-m", "bench.websockets_server", "--port", str(port)]
     if kind in ("wsapp", "baseline"):
         return [PYTHON, "-m", "wsapp", "serve", "--host", HOST, "--port", str(port)]
     if kind == "gunicorn":

@@ -1,4 +1,4 @@
-"""The four benchmark scenarios; each returns one row per (case, server).
+"""The benchmark scenarios; each returns one row per (case, server).
 
 Every scenario is bounded in time (a few seconds per case) and runs each server in a
 fresh process, so all servers are measured in the same run under the same conditions.
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import loadgen
+from bench.deflate_cases import deflate
 from bench.procs import Server, available, running
 
 MiB = 1024 * 1024
@@ -241,4 +242,5 @@ SCENARIOS: dict[str, Callable[[Config], list[Row]]] = {
     "large_echo": large_echo,
     "fanout": fanout,
     "idle": idle,
+    "deflate": deflate,  # permessage-deflate beside its uncompressed twins (bench/deflate_cases.py)
 }

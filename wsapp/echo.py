@@ -18,5 +18,9 @@ def echo_batch(batch: list[str | bytes]) -> list[bytes]:
 def echo_socket():
     # The reader answers each batch in place and the request ends now: an idle echo
     # socket keeps only its reader greenlet and its own objects.
-    request.environ["wsgi.websocket"].serve(echo_batch)
+    ws = request.environ["wsgi.websocket"]
+    ws.accept()
+    # With permessage-deflate, replies are compressed by the socket's own session
+    # (context takeover); without it, one C call frames the whole batch.
+    ws.serve(echo_batch if ws.deflate is None else ws.session.encode_messages)
     return ""

@@ -6,6 +6,7 @@ message naming the variable, instead of failing later on a live connection.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -13,6 +14,7 @@ from typing import Any
 
 from wsapp import fdlimits
 from wsapp.hosts import HostError, parse_patterns
+from wsapp.protocol.deflate import DeflateSettings
 
 PREFIX = "WSAPP_"
 
@@ -291,6 +293,51 @@ class Settings:
         "speedups); 0, or io_uring refused by the kernel (seccomp, `kernel.io_uring_disabled`), "
         "sends with one send() per member.",
     )
+    deflate: bool = _setting(
+        True,
+        _bool,
+        "Negotiate permessage-deflate (RFC 7692) with clients that offer it; 0 declines it.",
+    )
+    deflate_threshold: int = _setting(
+        128,
+        _int(0, 1 << 31),
+        "Messages whose payload is shorter than this many bytes are sent uncompressed.",
+    )
+    deflate_level: int = _setting(
+        1,
+        _int(0, 9),
+        "zlib compression level of messages sent, 0 (store) to 9 (smallest, slowest).",
+    )
+    deflate_mem_level: int = _setting(
+        5,
+        _int(1, 9),
+        "zlib memLevel of the server's compressors, 1 to 9 (state of about 2**(N+9) bytes plus "
+        "the window).",
+    )
+    deflate_server_window_bits: int = _setting(
+        12,
+        _int(9, 15),
+        "Largest LZ77 window the server compresses with (`server_max_window_bits`, 2**N bytes; "
+        "a client that offers less gets less).",
+    )
+    deflate_client_window_bits: int = _setting(
+        12,
+        _int(9, 15),
+        "Window asked of clients that offer `client_max_window_bits` (every browser); the "
+        "inflater's window, 2**N bytes, only while a message arrives unless context is kept.",
+    )
+    deflate_client_context: bool = _setting(
+        False,
+        _bool,
+        "Let clients keep compression context between their messages; 0 answers "
+        "`client_no_context_takeover`, so no inflater outlives a message.",
+    )
+    deflate_idle: float = _setting(
+        5.0,
+        _float(0.0, 86400.0),
+        "Seconds after its last compressed message a connection's compressor (context "
+        "takeover: /echo, user routes) is freed; the next message starts a fresh one.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -326,6 +373,20 @@ class Settings:
                 f"WSAPP_WORKERS={self.workers} needs WSAPP_REDIS_URL: with the in-process memory "
                 "broker each worker would hold its own rooms and chat would silently split"
             )
+
+    @functools.cached_property
+    def deflate_settings(self) -> DeflateSettings | None:
+        """What WebSockets negotiate by default (`WebSocket.deflate_settings`); None when off."""
+        if not self.deflate:
+            return None
+        return DeflateSettings(
+            threshold=self.deflate_threshold,
+            level=self.deflate_level,
+            mem_level=self.deflate_mem_level,
+            server_max_window_bits=self.deflate_server_window_bits,
+            client_max_window_bits=self.deflate_client_window_bits,
+            client_context_takeover=self.deflate_client_context,
+        ).with_changes()
 
     def replace(self, **changes: Any) -> Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -29,6 +29,7 @@ def init_app(app: Flask, settings: Settings, broker: Broker | None = None) -> Hu
     broker = broker or create_broker(settings)
     broker.start()
     from wsapp.engine.fanout import send_to_all
+    from wsapp.protocol import compression
 
     hub = Hub(
         broker,
@@ -36,6 +37,7 @@ def init_app(app: Flask, settings: Settings, broker: Broker | None = None) -> Hu
         queue_limit=settings.send_queue_bytes,
         send_to_all=send_to_all,
         max_text_bytes=settings.max_chat_bytes,
+        deflate=compression.broadcast_deflate(settings.deflate_settings),
     )
     state = get_state(app)
     state.broker = broker

@@ -42,6 +42,7 @@ import gevent
 import gevent.event
 
 from wsapp import metrics
+from wsapp.protocol.compression import NO_DEFLATE, BroadcastDeflate
 
 from . import events
 from .broker.base import (
@@ -70,9 +71,10 @@ class ChatConnection(Protocol):
     def close_nowait(self, code: int = 1000, reason: str = "") -> Any: ...
 
 
-def _send_each(conns: list[ChatConnection], frame: bytes) -> None:
-    for conn in conns:
-        conn.send_frame(frame)
+def _send_each(conns: list[ChatConnection], frame: bytes, *groups: tuple[list, bytes]) -> None:
+    for group, data in ((conns, frame), *groups):
+        for conn in group:
+            conn.send_frame(data)
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -86,8 +88,8 @@ class LocalMember:
     """A connection in a room of this process."""
 
     __slots__ = (
-        "buffer", "buffer_bytes", "buffer_limit", "conn", "events_only", "live", "member", "room",
-        "sender",
+        "buffer", "buffer_bytes", "buffer_limit", "conn", "deflate", "events_only", "live",
+        "member", "room", "sender",
     )
 
     def __init__(
@@ -109,6 +111,7 @@ class LocalMember:
         self.events_only = events_only
         self.live = events_only
         self.buffer: list[tuple[Event, bytes]] | None = None if events_only else []
+        self.deflate = False  # takes the broadcasts the hub compressed
         self.buffer_bytes = 0
         self.buffer_limit = buffer_limit  # bytes of frames buffered while joining
 
@@ -179,6 +182,7 @@ class _Room:
     subscription: Subscription | None = None
     ready: gevent.event.Event = field(default_factory=gevent.event.Event)
     error: BaseException | None = None
+    deflating: int = 0  # members that take compressed broadcasts
 
     def add(self, lm: LocalMember) -> None:
         self.members[lm.id] = lm
@@ -197,6 +201,7 @@ class _Room:
         # a pure chat room (the common case, and join storms) pays for one tuple only
         chat = tuple(filterfalse(_events_only, self.snapshot)) if self.event_members else None
         self.chat = self.snapshot if chat is None else chat
+        self.deflating = sum(1 for lm in self.snapshot if lm.deflate)
 
 
 _events_only = attrgetter("events_only")
@@ -217,14 +222,16 @@ class Hub:
         queue_limit: int = 1 << 20,
         replay_timeout: float = 10.0,
         framer: Callable[[bytes], bytes] = text_frame,
-        send_to_all: Callable[[list[ChatConnection], bytes], None] | None = None,
+        send_to_all: Callable[..., None] | None = None,
         max_text_bytes: int | None = None,
+        deflate: BroadcastDeflate = NO_DEFLATE,
     ) -> None:
         self.broker = broker
         #: WSAPP_MAX_CHAT_BYTES, told to chat clients in ``hello`` (pages check it before sending)
         self.max_text_bytes = max_text_bytes
-        #: Writes one frame to many connections; wsapp passes `connection.send_to_all`.
+        #: Frames to many connections: wsapp passes `wsapp.engine.fanout.send_to_all`.
         self.send_to_all = send_to_all or _send_each
+        self.deflate = deflate  # compresses broadcasts once, for members sharing its compressor
         self.history = history
         self.queue_limit = queue_limit
         self.buffer_limit = queue_limit
@@ -255,17 +262,28 @@ class Hub:
         if not members:
             return
         started = time.perf_counter()  # issue 6: wsapp_fanout_seconds
-        frame = self.framer(events.encode_event(event))
+        payload = events.encode_event(event)
+        frame = self.framer(payload)
         self.fanout_events += 1
         targets = members if skip is None else [lm for lm in members if lm.member.id != skip]
-        live = [lm.conn for lm in targets if lm.live]
-        self.send_to_all(live, frame)
+        deflated = self.deflate.text_frame(payload) if room.deflating else None
+        if deflated is None:
+            live = [lm.conn for lm in targets if lm.live]
+            self.send_to_all(live, frame)
+        else:  # compressed once, for every member that negotiated it
+            live = [lm.conn for lm in targets if lm.live and not lm.deflate]
+            packed = [lm.conn for lm in targets if lm.live and lm.deflate]
+            self.send_to_all(live, frame, (packed, deflated))
+            live += packed
         if len(live) < len(targets):
             for lm in targets:
-                if not lm.live:
-                    lm.deliver(event, frame)  # still joining: buffered until its history is out
+                if not lm.live:  # still joining: buffered until its history is out
+                    lm.deliver(event, deflated if deflated is not None and lm.deflate else frame)
         self.fanout_frames += len(members)
         metrics.observe_fanout(time.perf_counter() - started)
+
+    def _frame_for(self, lm: LocalMember, payload: bytes) -> bytes:
+        return (lm.deflate and self.deflate.text_frame(payload)) or self.framer(payload)
 
     # ---- room subscriptions
 
@@ -318,6 +336,7 @@ class Hub:
         Raises BrokerUnavailable (the caller closes the connection 1013). If the client
         does not read its replay, it is closed 1008 and the member never goes live."""
         lm = LocalMember(conn, room, Member(conn.id, name), self.buffer_limit, client_id)
+        lm.deflate = self.deflate.suits(conn)
         self._attach(lm)
         joined = False
         try:
@@ -339,12 +358,12 @@ class Hub:
             hello = events.encode_hello(
                 room, lm.id, name, members, len(replay), recovered, self.max_text_bytes
             )
-            conn.send_frame(self.framer(hello))
+            conn.send_frame(self._frame_for(lm, hello))
             for msg in replay:
                 if not pace():
                     lm.abandon()
                     return lm
-                conn.send_frame(self.framer(events.encode_message(msg, replay=True)))
+                conn.send_frame(self._frame_for(lm, events.encode_message(msg, replay=True)))
             if replay:
                 last_key = self.broker.id_key(replay[-1].id)
             elif since is not None:

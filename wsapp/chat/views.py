@@ -203,6 +203,10 @@ def chat_socket(room: str):
     if ws is None:  # pragma: no cover - the route only matches upgrade requests
         return refuse("WebSocket upgrade expected")
 
+    if ws.deflate_settings is not None:
+        # Rooms compress each broadcast once for every member: no server context (RFC 7692
+        # 7.1.1.1 lets the server ask for that even when the client did not).
+        ws.deflate_settings = ws.deflate_settings.for_rooms()
     ws.accept()
     try:
         member = hub.join(ws, room, name, since, client_id=client_id)

@@ -7,6 +7,11 @@ send, go through their own outbox, so frames never overtake each other. Further
 broadcasts in the same turn of the event loop (a burst, e.g. several messages in one read
 from Redis pub/sub) are queued with `write_soon`, so each member gets the rest of the
 burst with one send instead of one per message.
+
+A broadcast may carry more than one frame for the same message: the uncompressed frame for
+most sockets and, for the members that negotiated permessage-deflate, the message
+compressed once (`wsapp.chat.hub`). Each further `(sockets, frame)` group is sent the same
+way, within the same broadcast.
 """
 
 from __future__ import annotations
@@ -29,17 +34,32 @@ def _end_burst() -> None:
     _in_burst = False
 
 
-def send_to_all(sockets: list[WebSocket], frame: bytes) -> None:
-    """Write `frame` to every socket in `sockets` (see the module docstring)."""
+def send_to_all(
+    sockets: list[WebSocket], frame: bytes, *groups: tuple[list[WebSocket], bytes]
+) -> None:
+    """Write `frame` to every socket in `sockets`, and each group's frame to its sockets
+    (see the module docstring)."""
     global _in_burst
     if _in_burst:
-        for ws in sockets:
-            outbox = ws.outbox
-            if outbox is not None and outbox.open:
-                outbox.write_soon(frame)
+        _queue_soon(sockets, frame)
+        for more, other in groups:
+            _queue_soon(more, other)
         return
     _in_burst = True
     gevent.get_hub().loop.run_callback(_end_burst)
+    _send_now(sockets, frame)
+    for more, other in groups:
+        _send_now(more, other)
+
+
+def _queue_soon(sockets: list[WebSocket], frame: bytes) -> None:
+    for ws in sockets:
+        outbox = ws.outbox
+        if outbox is not None and outbox.open:
+            outbox.write_soon(frame)
+
+
+def _send_now(sockets: list[WebSocket], frame: bytes) -> None:
     ready: list[Outbox] = []
     for ws in sockets:
         outbox = ws.outbox

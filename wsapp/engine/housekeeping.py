@@ -1,4 +1,5 @@
-"""One greenlet per process: keepalive pings, periodic metrics export, memory trim."""
+"""One greenlet per process: keepalive pings, periodic metrics export, memory trim, and
+freeing the compressors of connections idle for WSAPP_DEFLATE_IDLE."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 import gevent
 
 from wsapp.engine import keepalive
+from wsapp.protocol import compression
 from wsapp.protocol.frames import CloseCode
 from wsapp.protocol.session import CloseCause
 
@@ -27,6 +29,7 @@ KEEPALIVE_REASON = "keepalive timeout"
 SCAN_SLICE = 256  # sockets pinged per slice before yielding to other greenlets
 TRIM_INTERVAL = 10.0  # seconds between memory trims at most
 TRIM_MIN_GONE = 500  # sockets that must have closed since the peak before trimming
+TRIM_MIN_GAP = 2.0  # seconds between trims at least, when a wave of idle compressors ends
 
 
 def _load_malloc_trim():
@@ -46,6 +49,7 @@ class _State:
         self.last_flush = now
         self.last_trim = now
         self.peak = 0
+        self.released = 0  # compressors freed since the last trim
 
 
 def run(registry: Registry) -> None:
@@ -66,7 +70,11 @@ def run(registry: Registry) -> None:
                 registry.flush_metrics()
             except Exception:
                 log.exception("metrics flush failed")
-        _maybe_trim_memory(registry, state, now)
+        released = 0
+        if compression.deflaters_in_use():
+            released = compression.release_idle(now, registry.settings.deflate_idle)
+            state.released += released
+        _maybe_trim_memory(registry, state, now, released)
 
 
 def check_keepalive(registry: Registry, pinged: dict, now: float) -> None:
@@ -96,22 +104,29 @@ def drop_dead_peer(ws) -> None:
     ws.abort(CloseCode.INTERNAL_ERROR, KEEPALIVE_REASON, CloseCause.KEEPALIVE)
 
 
-def _maybe_trim_memory(registry: Registry, state: _State, now: float) -> None:
+def _maybe_trim_memory(registry: Registry, state: _State, now: float, released: int = 0) -> None:
     """Give memory back to the OS after many connections have gone.
 
     CPython and glibc keep freed memory for reuse, so after a wave of thousands of
     connections RSS stays near its peak with no object left behind. When the socket
     count has fallen well below its recent peak, a full collection plus malloc_trim(0)
-    returns the free pages."""
+    returns the free pages. Idle compressors freed (WSAPP_DEFLATE_IDLE) hold tens of KiB of
+    zlib state each, outside Python's objects: once a wave of them has been freed (this
+    pass freed none), malloc_trim(0) alone returns their pages."""
     count = len(registry.sockets)
     state.peak = max(state.peak, count)
-    if now - state.last_trim < TRIM_INTERVAL:
+    wave_over = state.released >= TRIM_MIN_GONE and released == 0
+    since = now - state.last_trim
+    if since < TRIM_INTERVAL and not (wave_over and since >= TRIM_MIN_GAP):
         return
     gone = state.peak - count
-    if gone < TRIM_MIN_GONE or gone < state.peak // 4:
+    sockets_gone = gone >= TRIM_MIN_GONE and gone >= state.peak // 4
+    if not sockets_gone and state.released < TRIM_MIN_GONE:
         return
     state.last_trim = now
     state.peak = count
-    gc.collect()
+    state.released = 0
+    if sockets_gone:
+        gc.collect()
     if _malloc_trim is not None:
         _malloc_trim(0)

@@ -41,10 +41,12 @@ from wsapp.engine.errors import ConnectionClosed
 from wsapp.engine.inbox import InboxMixin
 from wsapp.engine.outbox import Outbox
 from wsapp.protocol import frames
+from wsapp.protocol.compression import Compressor, SharedDeflater
 from wsapp.protocol.frames import CloseCode, Opcode
 from wsapp.protocol.session import CloseCause, Session, State
 
 if TYPE_CHECKING:
+    from wsapp.protocol.deflate import Agreement, DeflateSettings
     from wsapp.settings import Settings
 
 log = logging.getLogger("wsapp.ws")
@@ -73,7 +75,7 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
         "settings", "id", "peer", "peer_ip", "_socket", "_rfile", "session", "outbox", "_inbox",
         "_inbox_bytes", "_inbox_event", "_resume", "_reader", "_handle", "_on_end", "_closed_event",
         "opened_at", "last_received", "messages_in", "bytes_in", "detached", "_ended",
-        "_close_wait", "end_hook", "_held", "subprotocol", "_end_callbacks",
+        "_close_wait", "end_hook", "_held", "subprotocol", "_end_callbacks", "deflate_settings",
         "__dict__", "__weakref__",
     )
 
@@ -115,6 +117,10 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
         self.subprotocol: str | None = None
         #: `add_end_callback`'s callbacks; False once they ran (later ones run at once).
         self._end_callbacks: list[Callable[[], None]] | Literal[False] | None = None
+        #: What permessage-deflate this socket may negotiate when it is accepted (RFC 7692;
+        #: the process's WSAPP_DEFLATE_* by default). A view may set it before `accept()`:
+        #: None declines deflate, `deflate_settings.with_changes(...)` tunes it per route.
+        self.deflate_settings: DeflateSettings | None = settings.deflate_settings
 
     def __del__(self) -> None:
         """No I/O from the garbage collector (the stock class closes here)."""
@@ -148,6 +154,18 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
     @property
     def accepted(self) -> bool:
         return self.session.state is not State.CONNECTING
+
+    @property
+    def deflate(self) -> Agreement | None:
+        """The permessage-deflate agreement once accepted; None when not negotiated."""
+        return self.session.deflate
+
+    @property
+    def broadcast_compressor(self) -> Compressor | None:
+        """The process's shared compressor when this socket negotiated deflate without
+        server context takeover: a frame it compressed suits this socket as it is."""
+        compressor = self.session.compressor
+        return compressor if type(compressor) is SharedDeflater else None
 
     @property
     def origin(self) -> str | None:
@@ -326,12 +344,12 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
         if (
             len(data) > SLICE
             and parser.payload_due() < len(data)
-            and (parser.in_message or parser.pending() or not data[0] & 0x80)
+            and (parser.in_message or parser.pending() or (data[0] & 0xC0) != 0x80)
         ):
             # The slow path (fragments, partial frames; a frame without FIN starts a
-            # fragmented message) costs more per frame: let other connections run between
-            # slices. Not when the read is the middle of one large payload: that is a
-            # single unmask and append.
+            # fragmented message; RSV1: a compressed one, which inflates up to the size
+            # limit) costs more per frame: let other connections run between slices. Not
+            # when the read is the middle of one large payload: one unmask and append.
             for start in range(0, len(data), SLICE):
                 if start:
                     gevent.idle()
@@ -366,8 +384,7 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
             self.accept()
         if binary is None:
             binary = not isinstance(message, str)
-        payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
-        frame = frames.encode_frame(Opcode.BINARY if binary else Opcode.TEXT, payload)
+        frame = self.session.encode_message(message, binary)  # compressed if negotiated
         if self.session.state is not State.OPEN or not self.outbox.write((frame,), 1, wait=True):  # type: ignore[union-attr]
             raise ConnectionClosed(self.session.close_code, self.session.close_reason)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 # The compiled loops and their pure Python twins are chosen in one place.
 from wsapp.protocol.close import (
@@ -151,7 +152,7 @@ class Parser:
     __slots__ = (
         "max_message_bytes", "max_fragments", "require_mask", "_buf", "closed", "error", "_opcode",
         "_fin", "_remaining", "_masker", "_control", "_msg_opcode", "_msg_size", "_msg_frames",
-        "_msg_parts", "_msg_small", "_utf8", "controls",
+        "_msg_parts", "_msg_small", "_utf8", "controls", "inflater", "_msg_compressed", "_msg_wire",
     )
 
     def __init__(
@@ -184,6 +185,12 @@ class Parser:
         self._msg_parts: list = []
         self._msg_small: list = []
         self._utf8: Utf8Decoder | None = None
+        #: permessage-deflate's decompressor once negotiated (`compression.Inflater`): RSV1
+        #: then marks a compressed message (RFC 7692 6), inflated within the size limit;
+        #: whole compressed frames go through its `scan_frames`.
+        self.inflater: Any = None
+        self._msg_compressed = False
+        self._msg_wire = 0  # wire bytes of a compressed message (its size counts inflated)
 
     @property
     def in_message(self) -> bool:
@@ -222,6 +229,13 @@ class Parser:
     def _feed(self, data: bytes, events: list[Event]) -> None:
         if not self._buf and self._opcode is None and self._msg_opcode is None:
             pos = speedups.scan_data_frames(data, self.max_message_bytes, events)
+            while self.inflater is not None and pos < len(data) and data[pos] & 0x40:
+                # Whole compressed messages (browsers compress everything they send).
+                taken = self.inflater.scan_frames(data, pos, self.max_message_bytes, events)
+                if taken == pos:
+                    break
+                more = speedups.scan_data_frames(data[taken:], self.max_message_bytes, events)
+                pos = taken + more
             if pos == len(data):
                 return
             data = data[pos:]
@@ -260,8 +274,9 @@ class Parser:
         fin = bool(b0 & 0x80)
         opcode = b0 & 0x0F
         # Rules that the first two bytes already decide: fail before waiting for more.
-        if b0 & 0x70:
-            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "RSV bits set without a negotiated extension")
+        rsv = b0 & 0x70
+        if rsv:
+            self._check_rsv(rsv, opcode)
         if opcode not in KNOWN_OPCODES:
             raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
         masked = bool(b1 & 0x80)
@@ -292,8 +307,14 @@ class Parser:
             offset += 8
         if not is_control:
             # Refuse before reading a single payload byte.
-            already = self._msg_size if opcode == Opcode.CONTINUATION else 0
-            if already + length > self.max_message_bytes:
+            compressed = self._msg_compressed if opcode == Opcode.CONTINUATION else bool(rsv)
+            if compressed:
+                already = self._msg_wire if opcode == Opcode.CONTINUATION else 0
+                limit = self.inflater.wire_limit(self.max_message_bytes)
+            else:
+                already = self._msg_size if opcode == Opcode.CONTINUATION else 0
+                limit = self.max_message_bytes
+            if already + length > limit:
                 raise ProtocolError(
                     CloseCode.MESSAGE_TOO_BIG,
                     f"message over the {self.max_message_bytes}-byte limit",
@@ -321,8 +342,23 @@ class Parser:
                 self._msg_parts = []
                 self._msg_small = []
                 self._utf8 = Utf8Decoder() if opcode == Opcode.TEXT else None
+                self._msg_compressed = bool(rsv)
+                self._msg_wire = 0
             self._msg_frames += 1
         return offset
+
+    def _check_rsv(self, rsv: int, opcode: int) -> None:
+        """RSV bits are only allowed as RSV1 on the first frame of a data message once
+        permessage-deflate is negotiated (RFC 6455 5.2, RFC 7692 6)."""
+        error = CloseCode.PROTOCOL_ERROR
+        if self.inflater is None:
+            raise ProtocolError(error, "RSV bits set without a negotiated extension")
+        if rsv != 0x40:
+            raise ProtocolError(error, "RSV2 or RSV3 set: no extension defines them")
+        if opcode >= 0x8:
+            raise ProtocolError(error, "RSV1 set on a control frame")
+        if opcode == Opcode.CONTINUATION:
+            raise ProtocolError(error, "RSV1 set on a continuation frame")
 
     # Payload -------------------------------------------------------------------------------
 
@@ -334,8 +370,13 @@ class Parser:
             if self._remaining == 0:
                 self._finish_frame(b"".join(self._control), events)
             return
+        if self._msg_compressed:
+            self._msg_wire += len(chunk)
+            chunk = self.inflater.inflate(chunk, self.max_message_bytes - self._msg_size)
+            last = False  # the end of the message comes out of `finish` (_finish_frame)
+        else:
+            last = self._remaining == 0 and self._fin
         self._msg_size += len(chunk)
-        last = self._remaining == 0 and self._fin
         piece = self._utf8.decode(chunk, final=last) if self._utf8 is not None else chunk
         if len(piece) >= SMALL_PIECE:
             if self._msg_small:
@@ -371,6 +412,8 @@ class Parser:
             self.closed = True
             events.append(Close(code, reason))
         elif fin:
+            if self._msg_compressed:
+                self._inflate_end()
             if self._msg_small:
                 self._join_small()
             if self._utf8 is not None:
@@ -385,4 +428,15 @@ class Parser:
             self._utf8 = None
             self._msg_size = 0
             self._msg_frames = 0
+            self._msg_compressed = False
             events.append(data)
+
+    def _inflate_end(self) -> None:
+        """The last frame of a compressed message is in: what the inflater still holds."""
+        rest = self.inflater.finish(self.max_message_bytes - self._msg_size)
+        if rest:
+            self._msg_size += len(rest)
+            piece = self._utf8.decode(rest, final=False) if self._utf8 is not None else rest
+            if self._msg_small:
+                self._join_small()
+            self._msg_parts.append(piece)

@@ -30,6 +30,7 @@ from wsapp.protocol.frames import CloseCode
 from wsapp.protocol.handshake import (
     Rejection,
     check_handshake,
+    negotiate_extensions,
     subprotocol_header,
     upgrade_response,
     wants_websocket,
@@ -304,7 +305,12 @@ class WsappHandler(WebSocketHandler):
         with contextlib.suppress(OSError):
             # Frames are written whole and coalesced by the writer; Nagle would only add delay.
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.socket.sendall(upgrade_response(key, subprotocol_header(ws.subprotocol)))
+        agreement, extensions = negotiate_extensions(self.environ, ws.deflate_settings)
+        self.socket.sendall(
+            upgrade_response(key, subprotocol_header(ws.subprotocol) + extensions)
+        )
+        if agreement is not None:
+            ws.session.enable_deflate(agreement)
         self.status = "101 Switching Protocols"
         self.code = 101
         self.headers_sent = True

@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from wsapp.protocol.deflate import Agreement, DeflateSettings, negotiate
+
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUPPORTED_VERSION = "13"
 # RFC 6455 4.1 and 11.3.4: a subprotocol name is a token (RFC 9110 5.6.2).
@@ -75,6 +77,18 @@ def check_handshake(environ: Mapping[str, str], request_version: str) -> Rejecti
     if len(raw) != 16:
         return Rejection("400 Bad Request", "Sec-WebSocket-Key must encode 16 bytes")
     return None
+
+
+def negotiate_extensions(
+    environ: Mapping[str, str], deflate: DeflateSettings | None
+) -> tuple[Agreement | None, tuple[tuple[str, str], ...]]:
+    """Extensions for the 101: permessage-deflate (RFC 7692) when the client offers it and
+    `deflate` allows it, as (agreement, response headers); (None, ()) declines it (the
+    handshake goes on without extensions: RFC 6455 9.1)."""
+    agreement = negotiate(environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS"), deflate)
+    if agreement is None:
+        return None, ()
+    return agreement, (("Sec-WebSocket-Extensions", agreement.response),)
 
 
 def upgrade_response(key: str, extra_headers: tuple[tuple[str, str], ...] = ()) -> bytes:

@@ -17,13 +17,21 @@ in and bytes out (tests/protocol/test_session.py):
 Model: `websockets`' `protocol.py` (same method names) and wsproto's `Connection`.
 Data frames the I/O layer sends may be encoded outside (`frames.encode_messages`: one C
 call for a batch) once `can_send()` is true; `send_text`/`send_binary` do the same here.
+
+permessage-deflate (RFC 7692), once `enable_deflate` has the negotiated `Agreement`: the
+parser takes RSV1 on a message's first frame and inflates within the size limit (1009
+past it, 1007 for data that does not inflate, 1002 for RSV1 on a continuation or control
+frame); `encode_message` compresses messages of at least the threshold, with this
+connection's own compressor (context takeover) or, under server_no_context_takeover, the
+process's shared one, whose output any member of a room can take as it is.
 """
 
 from __future__ import annotations
 
 from enum import Enum, IntEnum
 
-from wsapp.protocol import frames
+from wsapp.protocol import compression, frames
+from wsapp.protocol.deflate import Agreement
 from wsapp.protocol.frames import Close, CloseCode, Opcode, Ping, Pong, ProtocolError
 
 
@@ -67,7 +75,7 @@ class Session:
     __slots__ = (
         "state", "parser", "close_code", "close_reason", "close_initiator", "cause",
         "close_sent", "close_received", "failed", "pongs_received", "_events", "_out",
-        "_deferred_close",
+        "_deferred_close", "deflate", "compressor", "deflate_threshold",
     )
 
     def __init__(
@@ -91,6 +99,35 @@ class Session:
         self._events: list[str | bytes] = []
         self._out: list[bytes] = []
         self._deferred_close: Close | None = None
+        #: The permessage-deflate agreement, None when not negotiated.
+        self.deflate: Agreement | None = None
+        #: What compresses our messages: a `compression.Deflater` of our own (context
+        #: takeover) or the process's `SharedDeflater`; None without deflate.
+        self.compressor: compression.Compressor | None = None
+        self.deflate_threshold = 0
+
+    def enable_deflate(self, agreement: Agreement) -> None:
+        """Use permessage-deflate as negotiated in the opening handshake."""
+        settings = agreement.settings
+        self.deflate = agreement
+        self.deflate_threshold = settings.threshold
+        self.parser.inflater = compression.Inflater(
+            agreement.client_max_window_bits, not agreement.client_no_context_takeover
+        )
+        bits = agreement.server_max_window_bits
+        if agreement.server_no_context_takeover:
+            self.compressor = compression.shared_deflater(settings.level, bits, settings.mem_level)
+        else:
+            self.compressor = compression.Deflater(settings.level, bits, settings.mem_level)
+
+    def release_compression(self, inflater: bool = True) -> None:
+        """Let zlib state go: the compressor once we send no more data messages (CLOSING),
+        the inflater too once nothing more is read (CLOSED)."""
+        compressor = self.compressor
+        if type(compressor) is compression.Deflater:
+            compressor.release()
+        if inflater and self.parser.inflater is not None:
+            self.parser.inflater.release()
 
     # --- input ------------------------------------------------------------------------
 
@@ -145,6 +182,8 @@ class Session:
         elif not self.close_received and self.cause is None:
             self.cause = CloseCause.CONNECTION_LOST
         self.state = State.CLOSED
+        if self.deflate is not None:
+            self.release_compression()
 
     def events_received(self) -> list[str | bytes]:
         """The messages completed since the last call (`str` text, `bytes` binary), in order."""
@@ -186,10 +225,31 @@ class Session:
         return self.state is State.OPEN
 
     def send_text(self, text: str) -> None:
-        self._send_data(frames.encode_message(text))
+        self._send_data(self.encode_message(text))
 
     def send_binary(self, data: bytes) -> None:
-        self._send_data(frames.encode_message(bytes(data)))
+        self._send_data(self.encode_message(bytes(data)))
+
+    def encode_message(self, message: str | bytes, binary: bool | None = None) -> bytes:
+        """One server frame for `message` (text for `str` unless `binary`, binary for
+        bytes), compressed when permessage-deflate is on and it reaches the threshold."""
+        compressor = self.compressor
+        if compressor is None and binary is None:
+            return frames.encode_message(message)
+        if binary is None:
+            binary = type(message) is not str
+        payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        opcode = Opcode.BINARY if binary else Opcode.TEXT
+        if compressor is None or len(payload) < self.deflate_threshold:
+            return frames.encode_frame(opcode, payload)
+        return compression.compressed_frame(opcode, compressor.compress(payload))
+
+    def encode_messages(self, messages: list[str | bytes]) -> list[bytes]:
+        """`encode_message` for each (one C call for the batch without deflate)."""
+        if self.compressor is None:
+            return frames.encode_messages(messages)
+        encode = self.encode_message
+        return [encode(message) for message in messages]
 
     def _send_data(self, frame: bytes) -> None:
         if self.state is not State.OPEN:
@@ -214,6 +274,8 @@ class Session:
         self._out.append(frames.encode_close(code, reason))
         self.close_sent = True
         self.state = State.CLOSING
+        if self.deflate is not None:
+            self.release_compression(inflater=False)
 
     def fail(self, code: int, reason: str, cause: CloseCause | None = None) -> None:
         """Fail the connection (7.1.7): a close frame with `code` if still OPEN, then end TCP."""
@@ -230,6 +292,8 @@ class Session:
         if self.close_code is None:
             self._set_close(code, reason, "server", cause)
         self.state = State.CLOSED
+        if self.deflate is not None:
+            self.release_compression()
 
     def _on_close(self, event: Close) -> None:
         self.close_received = True
@@ -241,6 +305,8 @@ class Session:
             self._out.append(frames.encode_close(reply, ""))
             self.close_sent = True
             self.state = State.CLOSING
+            if self.deflate is not None:
+                self.release_compression(inflater=False)
         # Otherwise this is the reply to our own close: the handshake is complete.
 
     def _set_close(self, code: int, reason: str, initiator: str, cause: CloseCause) -> None:
