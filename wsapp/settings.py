@@ -2,6 +2,9 @@
 
 Every knob of the service lives here so that a bad value stops the process with a
 message naming the variable, instead of failing later on a live connection.
+
+It is longer than 400 lines because it holds one field per WSAPP_* variable with the
+text of its README row (`settings_table()` generates that table from them).
 """
 
 from __future__ import annotations

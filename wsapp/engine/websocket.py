@@ -18,6 +18,10 @@ only moves bytes and wakes greenlets:
 
 Compared with gevent-websocket 0.10.1 (see ../README): strict RFC 6455, close codes on
 the wire, no interleaved frames, keepalive independent of the view.
+
+It is longer than 400 lines because accepting, the reader loop and the send entry points
+share the connection's slots and must change together; receiving and closing are in
+inbox.py and closing.py.
 """
 
 from __future__ import annotations

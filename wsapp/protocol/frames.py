@@ -4,6 +4,10 @@
 every rule gevent-websocket skips (mask bit, RSV bits, opcodes, control-frame limits,
 fragmentation order, message size, UTF-8) and does so as bytes arrive, so a violation
 is reported on the very read that carries it, never after buffering a whole message.
+
+It is longer than 400 lines because the parser's general path (fragments, control frames,
+RFC 7692 compressed frames) is one state machine over one buffer; UTF-8 validation, close
+payloads and close codes live in utf8.py, close.py and errors.py.
 """
 
 from __future__ import annotations
