@@ -31,7 +31,7 @@ from gevent import socket as gsocket
 from wsapp import logsafe
 from wsapp.engine import registry
 from wsapp.protocol.handler import new_connection_id
-from wsapp.protocol.handshake import subprotocol_header, upgrade_response
+from wsapp.protocol.handshake import response_extras, upgrade_response
 
 if TYPE_CHECKING:
     from wsapp.engine.websocket import WebSocket
@@ -146,7 +146,10 @@ class UwsgiConnection:
         with contextlib.suppress(OSError):
             # Frames are written whole and coalesced by the writer; Nagle would only add delay.
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.socket.sendall(upgrade_response(key, _extra_headers(ws)))
+        agreement, extras = response_extras(self.environ, ws.subprotocol, ws.deflate_settings)
+        self.socket.sendall(upgrade_response(key, extras))
+        if agreement is not None:
+            ws.session.enable_deflate(agreement)
         registry.current().add(ws)
         log.info(
             "ws open conn=%s path=%s peer=%s origin=%s",
@@ -169,9 +172,3 @@ class UwsgiConnection:
             with contextlib.suppress(OSError):
                 if sock.fileno() >= 0:
                     sock.close()
-
-
-def _extra_headers(ws: Any) -> tuple[tuple[str, str], ...]:
-    """Headers of the 101 beyond the RFC 6455 four: the subprotocol a route chose (a token
-    only, as the pywsgi handler writes it)."""
-    return subprotocol_header(ws.subprotocol)

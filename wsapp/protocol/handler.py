@@ -30,8 +30,7 @@ from wsapp.protocol.frames import CloseCode
 from wsapp.protocol.handshake import (
     Rejection,
     check_handshake,
-    negotiate_extensions,
-    subprotocol_header,
+    response_extras,
     upgrade_response,
     wants_websocket,
 )
@@ -305,10 +304,8 @@ class WsappHandler(WebSocketHandler):
         with contextlib.suppress(OSError):
             # Frames are written whole and coalesced by the writer; Nagle would only add delay.
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        agreement, extensions = negotiate_extensions(self.environ, ws.deflate_settings)
-        self.socket.sendall(
-            upgrade_response(key, subprotocol_header(ws.subprotocol) + extensions)
-        )
+        agreement, extras = response_extras(self.environ, ws.subprotocol, ws.deflate_settings)
+        self.socket.sendall(upgrade_response(key, extras))
         if agreement is not None:
             ws.session.enable_deflate(agreement)
         self.status = "101 Switching Protocols"

@@ -91,6 +91,16 @@ def negotiate_extensions(
     return agreement, (("Sec-WebSocket-Extensions", agreement.response),)
 
 
+def response_extras(
+    environ: Mapping[str, str], subprotocol: str | None, deflate: DeflateSettings | None
+) -> tuple[Agreement | None, tuple[tuple[str, str], ...]]:
+    """What the 101 carries beyond the RFC 6455 four, for every serving mode: the chosen
+    subprotocol and the extensions agreed on; with the permessage-deflate agreement (None
+    if declined) for the session."""
+    agreement, extensions = negotiate_extensions(environ, deflate)
+    return agreement, subprotocol_header(subprotocol) + extensions
+
+
 def upgrade_response(key: str, extra_headers: tuple[tuple[str, str], ...] = ()) -> bytes:
     """The complete 101 response, written once by the handler when the view accepts."""
     lines = [
