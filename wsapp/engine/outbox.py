@@ -22,7 +22,6 @@ from typing import Any
 
 import gevent
 from gevent.event import Event
-from gevent.socket import wait_write
 
 log = logging.getLogger("wsapp.ws")
 
@@ -52,7 +51,7 @@ class Outbox:
 
     __slots__ = (
         "ready", "open", "fd", "queued_bytes", "budget", "bytes_out", "messages_out",
-        "_sock", "_queue", "_writer", "_drained", "_on_overflow", "_on_error",
+        "_sock", "_queue", "_writer", "_drained", "_on_overflow", "_on_error", "_io",
     )
 
     def __init__(
@@ -77,6 +76,7 @@ class Outbox:
         self._drained: Event | None = None  # created only when someone waits
         self._on_overflow = on_overflow
         self._on_error = on_error
+        self._io: Any = None  # the write watcher, once the socket pushed back
 
     # --- the write path --------------------------------------------------------------
 
@@ -182,7 +182,7 @@ class Outbox:
         (in front of what is queued already). Returns the bytes sent, -1 if the socket broke."""
         batch = buffers[:IOV_BATCH]
         try:
-            sent = self._sock.sendmsg(batch)
+            sent = self._sock.send(batch[0]) if len(batch) == 1 else self._sock.sendmsg(batch)
         except BlockingIOError:
             sent = 0
         except OSError:
@@ -235,7 +235,7 @@ class Outbox:
                     self._drained.set()
                 if self._queue:
                     try:
-                        wait_write(self.fd)
+                        self._wait_writable()
                     except OSError:
                         self._on_error()
                         return
@@ -290,8 +290,20 @@ class Outbox:
         self._queue = keep
         self.queued_bytes = sum(len(d) for d in keep)
 
+    def _wait_writable(self) -> None:
+        """Wait until the kernel takes more: one write watcher per outbox, made the first
+        time the socket pushes back and kept (a new watcher for every wait costs more than
+        the send it waits for when a large message goes out in many pieces)."""
+        io = self._io
+        if io is None:
+            io = self._io = gevent.get_hub().loop.io(self.fd, 2)
+        gevent.get_hub().wait(io)
+
     def detach_socket(self) -> None:
         """The socket is closed: nothing more can be written; wake every waiter."""
+        if self._io is not None:
+            self._io.close()
+            self._io = None
         self._sock = None
         self.ready = False
         self.open = False
