@@ -122,9 +122,18 @@ class InboxMixin:
                 self._resume.wait()
         self._held = False
         if self._handle is not None and self._inbox:
-            batch = list(self._inbox)
-            self._inbox.clear()
-            self._inbox_bytes = 0
-            replies = self._handle(batch)
-            if replies and self.session.state is State.OPEN:
-                self.outbox.write(replies, len(replies), wait=True)  # type: ignore[union-attr]
+            self._handle_batch(self._handle, self._take_inbox())
+
+    def _take_inbox(self) -> list:
+        """Every queued message, for a `serve` handler that takes over from the inbox."""
+        batch = list(self._inbox)  # type: ignore[arg-type]
+        self._inbox.clear()  # type: ignore[union-attr]
+        self._inbox_bytes = 0
+        return batch
+
+    def _handle_batch(self, handle, batch: list) -> None:
+        """`handle(batch)` in place; the frames it returns go out before the next read (the
+        reader waits for them: TCP backpressure on this peer)."""
+        replies = handle(batch)
+        if replies and self.session.state is State.OPEN:
+            self.outbox.write(replies, len(replies), wait=True)  # type: ignore[union-attr]

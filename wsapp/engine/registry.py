@@ -22,7 +22,7 @@ from wsapp.admission import check_limits
 from wsapp.engine import housekeeping
 from wsapp.protocol.frames import CloseCode
 from wsapp.protocol.handshake import Rejection
-from wsapp.protocol.session import CloseCause
+from wsapp.protocol.session import CloseCause, State
 from wsapp.settings import Settings
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class Registry:
 
     def finish(self, ws: WebSocket) -> None:
         """A socket's serving is over: make sure TCP is gone, forget it, log one close line."""
-        if ws.state.name != "CLOSED":
+        if ws.state is not State.CLOSED:
             ws.abort()
         self.discard(ws)
         cause = ws.session.cause
@@ -168,7 +168,7 @@ class Registry:
         """Close every open socket with `code` (1001) and wait for the handshakes, then for
         their end-of-connection work (at most END_WORK_SECONDS more); how many."""
         self.shutting_down = True
-        targets = [ws for ws in list(self.sockets) if ws.state.name == "OPEN"]
+        targets = [ws for ws in list(self.sockets) if ws.state is State.OPEN]
         jobs = [gevent.spawn(_close_and_end, ws, code, reason) for ws in targets]
         gevent.joinall(jobs, timeout=self.settings.close_timeout + 1.0 + END_WORK_SECONDS)
         return len(targets)

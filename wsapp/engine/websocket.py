@@ -254,14 +254,8 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
         runs when the connection is over (outside any Flask context). Returns at once."""
         if self.session.state is State.CONNECTING:
             self.accept()
-        inbox = self._inbox
-        while inbox:  # messages the reader queued before this call: first, in order
-            batch = list(inbox)
-            inbox.clear()
-            self._inbox_bytes = 0
-            replies = handle(batch)
-            if replies and self.session.state is State.OPEN:
-                self.outbox.write(replies, len(replies), wait=True)  # type: ignore[union-attr]
+        while self._inbox:  # messages the reader queued before this call: first, in order
+            self._handle_batch(handle, self._take_inbox())
         self._handle = handle
         self._on_end = on_end
         self.detach()
@@ -368,9 +362,7 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
             self.messages_in += len(messages)
             handle = self._handle
             if handle is not None:
-                replies = handle(messages)
-                if replies and session.state is State.OPEN:
-                    self.outbox.write(replies, len(replies), wait=True)  # type: ignore[union-attr]
+                self._handle_batch(handle, messages)
             else:
                 self._queue_messages(messages)
             out = session.data_to_send()
