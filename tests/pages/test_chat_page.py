@@ -154,9 +154,7 @@ def test_server_restart_resumes_without_loss(new_page):
     screenshot(page, "chat-reconnecting")
     # Let the backoff grow (0.5 s, 1 s, 2 s, then ~4 s) so the new server is up and has the
     # message before the page's next attempt.
-    page.wait_for_function(
-        "() => document.getElementById('status').textContent.includes('attempt 4')", timeout=15_000
-    )
+    page.locator("#status", has_text="attempt 4").wait_for(timeout=15_000)  # no eval: CSP
 
     second = start_server("serve", port=port)
     try:

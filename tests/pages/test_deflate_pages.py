@@ -60,9 +60,9 @@ def test_echo_page_negotiates_deflate_and_round_trips(web_server, new_page):
     for text in ("short", long_text, long_text):
         page.fill("#text", text)
         page.press("#text", "Enter")
-    page.wait_for_function(
-        "document.querySelectorAll('#log li[data-dir=in][data-kind=text]').length >= 3"
-    )
+    # A locator wait, not wait_for_function: the page's CSP (script-src 'self') refuses the
+    # eval that a polled string predicate needs.
+    page.locator("#log li[data-dir=in][data-kind=text]").nth(2).wait_for()
     matches = page.eval_on_selector_all(
         "#log li[data-dir=in][data-kind=text]", "els => els.map(e => e.getAttribute('data-match'))"
     )

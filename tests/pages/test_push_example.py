@@ -22,7 +22,7 @@ def test_push_example_page(new_page) -> None:
         for _ in range(2):
             with urllib.request.urlopen(srv.http_url("/push"), timeout=10) as answer:
                 assert answer.status == 200
-        page.wait_for_function("() => document.querySelectorAll('#pushes li').length === 2")
+        page.locator("#pushes li").nth(1).wait_for()
         assert page.eval_on_selector_all("#pushes li", "els => els.map(e => e.textContent)") == [
             "test message!", "test message!"]
         page.click("#start")

@@ -34,7 +34,9 @@ end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', maxlen, '*', 'n', ARGV[2], 't', ARGV[3])
 if maxlen == 0 then redis.call('HSET', KEYS[2], 'floor', id) end
 redis.call('HSET', KEYS[2], 'last', id)
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)  -- rooms Redis has forgotten
+-- rooms Redis has forgotten; a second of slack, because a key lives until its expiry time has
+-- passed (not reached) and the listing asks the meta hash itself in that second
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 1000)
 local keep = tonumber(ARGV[6])
 if redis.call('ZCOUNT', KEYS[5], now, '+inf') > 0 then keep = tonumber(ARGV[7]) end
 keep_room(KEYS[1], KEYS[2], KEYS[4], ARGV[5], now, keep, false)

@@ -8,7 +8,10 @@ local seen = {}
 for _, r in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
   seen[r] = true; names[#names + 1] = r
 end
-for _, r in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')) do
+-- Rooms whose history keys expire from a second ago on: whether the meta hash still exists
+-- decides (Redis keeps a key until its expiry time has passed), so a room is never left out
+-- of the list while its history can still be read, nor listed after.
+for _, r in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now - 1000, '+inf')) do
   if not seen[r] then seen[r] = true; names[#names + 1] = r end
 end
 local out = {}
