@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from wsapp.protocol.frames import encode_messages
+from wsapp.protocol.frames import encode_replies
 
 bp = Blueprint("echo", __name__)
 
 
 def echo_batch(batch: list[str | bytes]) -> list[bytes]:
-    """Every message back as it came: text as text, binary as binary."""
-    return encode_messages(batch)
+    """Every message back as it came: text as text, binary as binary (a large binary
+    message goes back as its header and the received bytes themselves, not copied)."""
+    return encode_replies(batch)
 
 
 @bp.route("/echo", websocket=True)

@@ -67,6 +67,39 @@ def test_binary_round_trip_at_boundary_lengths(length, chunk):
     assert feed(cframe(Opcode.BINARY, payload), chunk=chunk) == [payload]
 
 
+@pytest.mark.parametrize("length", [frames.WHOLE_PAYLOAD - 1, frames.WHOLE_PAYLOAD, 300_001])
+@pytest.mark.parametrize("chunk", [None, 1000, 4093, 65536, 65537])
+def test_large_binary_frame_between_others_in_any_reads(length, chunk):
+    """A large binary payload is unmasked into the message as it arrives (Payload): the
+    frames around it, a ping in the same read and every read boundary are unaffected."""
+    payload = os.urandom(length)
+    stream = (
+        cframe(Opcode.TEXT, b"before") + cframe(Opcode.BINARY, payload)
+        + cframe(Opcode.PING, b"p") + cframe(Opcode.BINARY, payload[:70_000])
+        + cframe(Opcode.TEXT, b"after")
+    )
+    assert feed(stream, chunk=chunk) == [
+        "before", payload, Ping(b"p"), payload[:70_000], "after"
+    ]
+
+
+def test_large_binary_frame_over_the_limit_fails_1009_before_its_payload():
+    header = cframe(Opcode.BINARY, b"x" * 70_000)[:14]  # the header and key only
+    assert error_code(header, limit=69_999) == CloseCode.MESSAGE_TOO_BIG
+
+
+def test_encode_replies_gathers_one_large_binary_message_without_copying_it():
+    big = os.urandom(frames.GATHER_PAYLOAD)
+    replies = frames.encode_replies([big])
+    assert isinstance(replies, frames.Frames) and replies.messages == 1
+    assert replies[1] is big and b"".join(replies) == frames.encode_message(big)
+    assert frames.encode_parts(big)[1] is big
+    small = [b"x" * 10, "y"]
+    assert frames.encode_replies(small) == [frames.encode_message(m) for m in small]
+    assert frames.encode_replies([big, b"z"]) == [frames.encode_message(big), b"\x82\x01z"]
+    assert frames.encode_parts("t" * 70_000) == (frames.encode_message("t" * 70_000),)
+
+
 @pytest.mark.parametrize("length", [0, 125, 126, 65535, 65536])
 def test_text_round_trip_at_boundary_lengths(length):
     text = "a" * length

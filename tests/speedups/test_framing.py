@@ -199,3 +199,50 @@ def test_every_masker_gives_the_same_bytes(data, key):
     assert mask.py_mask(data, key) == expected
     assert mask.apply_mask(data, key) == expected
     assert mask.masker_name == "websockets.speedups"
+
+
+PAYLOADS = [pure.Payload] + ([_framing.Payload] if _framing is not None else [])
+
+
+@FUZZ
+@given(
+    data=st.binary(max_size=3000), key=st.binary(min_size=4, max_size=4),
+    cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=8),
+)
+@pytest.mark.parametrize("kind", PAYLOADS, ids=lambda k: k.__module__.rsplit(".", 1)[-1])
+def test_payload_unmasks_pieces_in_place_like_one_unmask(kind, data, key, cuts):
+    """Written in any pieces (the mask continuing across them, RFC 6455 5.3), the payload
+    is the whole masked data unmasked at once; from inside a larger buffer too."""
+    masked_data = mask.py_mask(data, key)
+    payload = kind(len(data), key)
+    bounds = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        around = b"<" * 3 + masked_data[start:end] + b">"  # the piece inside another buffer
+        payload.write(bytearray(around), 3, end - start)
+        assert payload.filled == end
+    out = payload.take()
+    assert type(out) is bytes and out == data
+
+
+@pytest.mark.parametrize("kind", PAYLOADS, ids=lambda k: k.__module__.rsplit(".", 1)[-1])
+def test_payload_refuses_writes_out_of_bounds_and_early_or_second_takes(kind):
+    with pytest.raises(ValueError):
+        kind(4, b"abc")  # a mask is 4 bytes
+    with pytest.raises(ValueError):
+        kind(-1, b"abcd")
+    payload = kind(4, b"abcd")
+    with pytest.raises(ValueError):
+        payload.write(b"123456", 0, 5)  # past the payload
+    with pytest.raises(ValueError):
+        payload.write(b"12", 1, 2)  # past the data
+    with pytest.raises(ValueError):
+        payload.write(b"12", -1, 1)
+    with pytest.raises(ValueError):
+        payload.take()  # not complete
+    payload.write(b"\0\0\0\0", 0, 4)
+    assert payload.take() == b"abcd"
+    with pytest.raises(ValueError):
+        payload.take()
+    with pytest.raises(ValueError):
+        payload.write(b"", 0, 0)  # taken: nothing more goes in
+    assert kind(0, b"abcd").take() == b""

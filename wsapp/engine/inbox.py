@@ -16,6 +16,7 @@ import time
 import gevent
 from gevent.event import Event
 
+from wsapp.protocol.frames import Frames
 from wsapp.protocol.session import State
 
 
@@ -136,4 +137,5 @@ class InboxMixin:
         reader waits for them: TCP backpressure on this peer)."""
         replies = handle(batch)
         if replies and self.session.state is State.OPEN:
-            self.outbox.write(replies, len(replies), wait=True)  # type: ignore[union-attr]
+            count = replies.messages if type(replies) is Frames else len(replies)
+            self.outbox.write(replies, count, wait=True)  # type: ignore[union-attr]

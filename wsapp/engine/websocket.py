@@ -380,8 +380,8 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
             self.accept()
         if binary is None:
             binary = not isinstance(message, str)
-        frame = self.session.encode_message(message, binary)  # compressed if negotiated
-        if self.session.state is not State.OPEN or not self.outbox.write((frame,), 1, wait=True):  # type: ignore[union-attr]
+        parts = self.session.encode_parts(message, binary)  # compressed if negotiated
+        if self.session.state is not State.OPEN or not self.outbox.write(parts, 1, wait=True):  # type: ignore[union-attr]
             raise ConnectionClosed(self.session.close_code, self.session.close_reason)
 
     def send_frame(self, frame: bytes) -> bool:

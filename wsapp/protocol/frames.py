@@ -93,6 +93,40 @@ def encode_messages(messages: list[str | bytes]) -> list[bytes]:
     return speedups.encode_messages(messages)
 
 
+#: A binary message at least this large goes out as two buffers, its header and the
+#: payload object itself (one gathering sendmsg), instead of being copied into a frame.
+GATHER_PAYLOAD = 65536
+
+
+class Frames(list):
+    """Buffers to send that make `messages` frames: a large payload is a buffer of its
+    own behind its header, so there are more buffers than messages."""
+
+    __slots__ = ("messages",)
+
+    def __init__(self, messages: int, buffers: list[bytes]) -> None:
+        super().__init__(buffers)
+        self.messages = messages
+
+
+def encode_parts(message: str | bytes) -> tuple[bytes, ...]:
+    """The buffers of one unfragmented server frame: `(frame,)`, or `(header, payload)`
+    for a binary message of GATHER_PAYLOAD bytes or more (the payload is not copied)."""
+    if type(message) is bytes and len(message) >= GATHER_PAYLOAD:
+        return encode_header(Opcode.BINARY, len(message)), message
+    return (encode_message(message),)
+
+
+def encode_replies(messages: list[str | bytes]) -> list[bytes]:
+    """`encode_messages` for a reader's replies (`WebSocket.serve`): a batch of one large
+    binary message (how large ones arrive) is its header and its own bytes, a `Frames`."""
+    if len(messages) == 1:
+        message = messages[0]
+        if type(message) is bytes and len(message) >= GATHER_PAYLOAD:
+            return Frames(1, [encode_header(Opcode.BINARY, len(message)), message])
+    return speedups.encode_messages(messages)
+
+
 def encode_close(code: int | None = CloseCode.NORMAL, reason: str = "") -> bytes:
     return encode_frame(Opcode.CLOSE, encode_close_payload(code, reason))
 
@@ -145,6 +179,12 @@ Event = str | bytes | Ping | Pong | Close
 SMALL_PIECE = 512
 SMALL_PIECES = 512
 
+#: An unfragmented, uncompressed binary frame with at least this much payload is unmasked
+#: straight into the message as it arrives (`speedups.Payload`): its length is known from
+#: the header, so the message is one allocation and one copy, with no parts to join.
+WHOLE_PAYLOAD = 65536
+_NO_MASK = b"\0\0\0\0"
+
 
 class Parser:
     """Incremental parser for client-to-server frames.
@@ -157,6 +197,7 @@ class Parser:
         "max_message_bytes", "max_fragments", "require_mask", "_buf", "closed", "error", "_opcode",
         "_fin", "_remaining", "_masker", "_control", "_msg_opcode", "_msg_size", "_msg_frames",
         "_msg_parts", "_msg_small", "_utf8", "controls", "inflater", "_msg_compressed", "_msg_wire",
+        "_whole",
     )
 
     def __init__(
@@ -195,6 +236,7 @@ class Parser:
         self.inflater: Any = None
         self._msg_compressed = False
         self._msg_wire = 0  # wire bytes of a compressed message (its size counts inflated)
+        self._whole: Any = None  # speedups.Payload of a large single-frame binary message
 
     @property
     def in_message(self) -> bool:
@@ -231,6 +273,18 @@ class Parser:
         return events
 
     def _feed(self, data: bytes, events: list[Event]) -> None:
+        whole = self._whole
+        if whole is not None and not self._buf:
+            # The middle of a large binary payload: straight into the message, no buffer.
+            take = min(self._remaining, len(data))
+            whole.write(data, 0, take)
+            self._remaining -= take
+            if self._remaining:
+                return
+            self._finish_frame(b"", events)
+            if take == len(data):
+                return
+            data = data[take:]
         if not self._buf and self._opcode is None and self._msg_opcode is None:
             pos = speedups.scan_data_frames(data, self.max_message_bytes, events)
             while self.inflater is not None and pos < len(data) and data[pos] & 0x40:
@@ -260,6 +314,13 @@ class Parser:
                 take = min(self._remaining, n - pos)
                 if take == 0:
                     break
+                if self._whole is not None:
+                    self._whole.write(buf, pos, take)
+                    pos += take
+                    self._remaining -= take
+                    if self._remaining == 0:
+                        self._finish_frame(b"", events)
+                    continue
                 chunk = bytes(buf[pos : pos + take])
                 pos += take
                 self._remaining -= take
@@ -348,6 +409,9 @@ class Parser:
                 self._utf8 = Utf8Decoder() if opcode == Opcode.TEXT else None
                 self._msg_compressed = bool(rsv)
                 self._msg_wire = 0
+                if opcode == Opcode.BINARY and fin and not rsv and length >= WHOLE_PAYLOAD:
+                    self._whole = speedups.Payload(length, mask or _NO_MASK)
+                    self._masker = None
             self._msg_frames += 1
         return offset
 
@@ -416,6 +480,12 @@ class Parser:
             self.closed = True
             events.append(Close(code, reason))
         elif fin:
+            if self._whole is not None:
+                events.append(self._whole.take())
+                self._whole = None
+                self._msg_opcode = None
+                self._msg_frames = 0
+                return
             if self._msg_compressed:
                 self._inflate_end()
             if self._msg_small:

@@ -244,6 +244,13 @@ class Session:
             return frames.encode_frame(opcode, payload)
         return compression.compressed_frame(opcode, compressor.compress(payload))
 
+    def encode_parts(self, message: str | bytes, binary: bool | None = None) -> tuple[bytes, ...]:
+        """`encode_message` as the buffers to send: a large uncompressed binary message is
+        its header and the payload object itself (`frames.encode_parts`, no copy)."""
+        if self.compressor is None and (binary is None or binary is (type(message) is not str)):
+            return frames.encode_parts(message)  # the message's own type decides
+        return (self.encode_message(message, binary),)
+
     def encode_messages(self, messages: list[str | bytes]) -> list[bytes]:
         """`encode_message` for each (one C call for the batch without deflate)."""
         if self.compressor is None:

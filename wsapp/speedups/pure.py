@@ -1,6 +1,6 @@
 """The pure Python versions of wsapp's C functions: same arguments, results and errors.
 
-`scan_data_frames` and `encode_messages` mirror `_framing.c`, `send_all` mirrors
+`scan_data_frames`, `encode_messages` and `Payload` mirror `_framing.c`, `send_all` mirrors
 `_fanout.c`. `wsapp.speedups.select` uses these when the C modules are not built or are
 switched off (WSAPP_SPEEDUPS=0), and the tests run each against its C twin.
 """
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from wsapp.speedups.mask import apply_mask
 
-__all__ = ["scan_data_frames", "encode_message", "encode_messages", "send_all"]
+__all__ = ["scan_data_frames", "encode_message", "encode_messages", "send_all", "Payload"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -153,3 +153,49 @@ def send_all(fds: Iterable[int], frame: Buffer) -> list[tuple[int, int]]:
         if sent != size:
             left.append((index, sent))
     return left
+
+
+class Payload:
+    """One large binary payload, unmasked piece by piece into one buffer (RFC 6455 5.3).
+
+    `write(data, start, count)` unmasks `data[start:start + count]` at the current offset,
+    the mask continuing where the last piece stopped; `take()` returns the payload as
+    bytes once all `size` bytes are written (once). The C twin fills the bytes object
+    itself; here a bytearray is copied out at the end.
+    """
+
+    __slots__ = ("_buf", "_mask", "_filled", "_taken")
+
+    def __init__(self, size: int, mask: Buffer) -> None:
+        mask = bytes(mask)
+        if size < 0 or len(mask) != 4:
+            raise ValueError("Payload(size >= 0, 4-byte mask)")
+        self._buf = bytearray(size)
+        self._mask = mask
+        self._filled = 0
+        self._taken = False
+
+    @property
+    def filled(self) -> int:
+        """Payload bytes written so far."""
+        return self._filled
+
+    def write(self, data: Buffer, start: int, count: int) -> None:
+        filled = self._filled
+        if (
+            self._taken or start < 0 or count < 0 or start > len(data)
+            or count > len(data) - start or count > len(self._buf) - filled
+        ):
+            raise ValueError("write() outside the data or past the payload")
+        turn = filled & 3
+        mask = self._mask[turn:] + self._mask[:turn]
+        self._buf[filled : filled + count] = apply_mask(bytes(data[start : start + count]), mask)
+        self._filled = filled + count
+
+    def take(self) -> bytes:
+        if self._taken or self._filled != len(self._buf):
+            raise ValueError("take() before the payload is complete, or twice")
+        self._taken = True
+        out = bytes(self._buf)
+        self._buf = bytearray()
+        return out

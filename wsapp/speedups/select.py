@@ -25,13 +25,14 @@ else:
     _missing = ""
 
 __all__ = [
-    "scan_data_frames", "encode_messages", "send_all", "apply_mask", "speedups_enabled",
+    "scan_data_frames", "encode_messages", "send_all", "apply_mask", "Payload", "speedups_enabled",
     "use_speedups", "use_io_uring", "configure",
 ]
 
 scan_data_frames = pure.scan_data_frames
 encode_messages = pure.encode_messages
 send_all = pure.send_all
+Payload = pure.Payload
 _ring_wanted = True  # _fanout's own default; it sets its ring up on first use
 _ring_stale = False  # use_io_uring was called while _fanout was not in use
 
@@ -43,11 +44,12 @@ def speedups_enabled() -> bool:
 
 def use_speedups(enabled: bool) -> bool:
     """Use the compiled functions (when built) or the pure Python ones; True if compiled."""
-    global scan_data_frames, encode_messages, send_all, _ring_stale
+    global scan_data_frames, encode_messages, send_all, Payload, _ring_stale
     if enabled and _framing is not None and _fanout is not None:
         scan_data_frames = _framing.scan_data_frames
         encode_messages = _framing.encode_messages
         send_all = _fanout.send_all
+        Payload = _framing.Payload
         if _ring_stale:
             _fanout.set_ring(_ring_wanted)
             _ring_stale = False
@@ -55,6 +57,7 @@ def use_speedups(enabled: bool) -> bool:
     scan_data_frames = pure.scan_data_frames
     encode_messages = pure.encode_messages
     send_all = pure.send_all
+    Payload = pure.Payload
     return False
 
 
