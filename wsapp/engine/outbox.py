@@ -27,6 +27,10 @@ log = logging.getLogger("wsapp.ws")
 
 #: Buffers handed to one sendmsg() (Linux IOV_MAX is 1024).
 IOV_BATCH = 1024
+#: Several frames adding up to at most this many bytes are joined and sent with one
+#: send(): copying small frames once costs less than a gathering sendmsg() of them and
+#: the bookkeeping of its iovecs. Larger sets (a large payload behind its header) gather.
+JOIN_MAX = 32768
 
 _SCHEDULED = object()  # Outbox._writer while a loop callback is due to flush it
 _flush_list: list[Outbox] = []
@@ -180,6 +184,8 @@ class Outbox:
     def _send_some(self, buffers: list[Any]) -> int:
         """One non-blocking sendmsg of up to IOV_BATCH buffers; the unsent rest is queued
         (in front of what is queued already). Returns the bytes sent, -1 if the socket broke."""
+        if len(buffers) > 1 and sum(map(len, buffers)) <= JOIN_MAX:
+            buffers = [b"".join(buffers)]
         batch = buffers[:IOV_BATCH]
         try:
             sent = self._sock.send(batch[0]) if len(batch) == 1 else self._sock.sendmsg(batch)
