@@ -83,6 +83,29 @@ def test_large_binary_frame_between_others_in_any_reads(length, chunk):
     ]
 
 
+@pytest.mark.parametrize("chunk", [None, 999, 65536])
+def test_large_text_frame_in_any_reads_is_one_str(chunk):
+    text = ("κόσμε 𝄞 ascii " * 9000)[:80_000]  # multi-byte characters across every boundary
+    stream = cframe(Opcode.TEXT, text.encode()) + cframe(Opcode.TEXT, b"next")
+    assert feed(stream, chunk=chunk) == [text, "next"]
+
+
+def test_invalid_utf8_in_a_large_text_frame_fails_1007_before_the_frame_ends():
+    payload = b"a" * 70_000 + b"\xff" + b"b" * 200_000
+    parser = Parser(LIMIT)
+    data = cframe(Opcode.TEXT, payload)
+    with pytest.raises(ProtocolError) as info:
+        for i in range(0, 100_000, 4096):  # well before the end of the frame
+            parser.feed(data[i : i + 4096])
+    assert info.value.code == CloseCode.INVALID_DATA
+
+
+def test_large_text_frame_cut_inside_a_character_at_its_end_fails_1007():
+    assert error_code(cframe(Opcode.TEXT, b"a" * 70_000 + "é".encode()[:1])) == (
+        CloseCode.INVALID_DATA
+    )
+
+
 def test_large_binary_frame_over_the_limit_fails_1009_before_its_payload():
     header = cframe(Opcode.BINARY, b"x" * 70_000)[:14]  # the header and key only
     assert error_code(header, limit=69_999) == CloseCode.MESSAGE_TOO_BIG
@@ -97,7 +120,11 @@ def test_encode_replies_gathers_one_large_binary_message_without_copying_it():
     small = [b"x" * 10, "y"]
     assert frames.encode_replies(small) == [frames.encode_message(m) for m in small]
     assert frames.encode_replies([big, b"z"]) == [frames.encode_message(big), b"\x82\x01z"]
-    assert frames.encode_parts("t" * 70_000) == (frames.encode_message("t" * 70_000),)
+    text = "tè" * 40_000  # over GATHER_PAYLOAD characters, not ASCII
+    header, payload = frames.encode_parts(text)
+    assert header + bytes(payload) == frames.encode_message(text)
+    replies = frames.encode_replies([text])
+    assert replies.messages == 1 and b"".join(replies) == frames.encode_message(text)
 
 
 @pytest.mark.parametrize("length", [0, 125, 126, 65535, 65536])

@@ -220,8 +220,36 @@ def test_payload_unmasks_pieces_in_place_like_one_unmask(kind, data, key, cuts):
         around = b"<" * 3 + masked_data[start:end] + b">"  # the piece inside another buffer
         payload.write(bytearray(around), 3, end - start)
         assert payload.filled == end
+        view = payload.written(start)
+        assert view.readonly and bytes(view) == data[start:end]
     out = payload.take()
     assert type(out) is bytes and out == data
+
+
+@FUZZ
+@given(text=st.text(max_size=400), cuts=st.lists(st.integers(0, 1600), max_size=6))
+@pytest.mark.parametrize("kind", PAYLOADS, ids=lambda k: k.__module__.rsplit(".", 1)[-1])
+def test_text_payload_is_the_str_and_says_while_it_is_ascii(kind, text, cuts):
+    data = text.encode()
+    key = b"\x01\x80\x7f\xff"
+    payload = kind(len(data), key, True)
+    bounds = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
+    masked_data = mask.py_mask(data, key)
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        payload.write(masked_data[start:end], 0, end - start)
+        assert payload.ascii == data[:end].isascii()
+        assert bytes(payload.written(start)) == data[start:end]
+    out = payload.take()
+    assert type(out) is str and out == text
+
+
+@pytest.mark.parametrize("kind", PAYLOADS, ids=lambda k: k.__module__.rsplit(".", 1)[-1])
+def test_text_payload_take_refuses_invalid_utf8(kind):
+    payload = kind(2, b"\0\0\0\0", True)
+    payload.write(b"\xc3(", 0, 2)
+    assert not payload.ascii
+    with pytest.raises(UnicodeDecodeError):
+        payload.take()
 
 
 @pytest.mark.parametrize("kind", PAYLOADS, ids=lambda k: k.__module__.rsplit(".", 1)[-1])
@@ -239,6 +267,8 @@ def test_payload_refuses_writes_out_of_bounds_and_early_or_second_takes(kind):
         payload.write(b"12", -1, 1)
     with pytest.raises(ValueError):
         payload.take()  # not complete
+    with pytest.raises(ValueError):
+        payload.written(1)  # past what is written
     payload.write(b"\0\0\0\0", 0, 4)
     assert payload.take() == b"abcd"
     with pytest.raises(ValueError):
@@ -246,3 +276,25 @@ def test_payload_refuses_writes_out_of_bounds_and_early_or_second_takes(kind):
     with pytest.raises(ValueError):
         payload.write(b"", 0, 0)  # taken: nothing more goes in
     assert kind(0, b"abcd").take() == b""
+
+
+@FUZZ
+@given(text=st.text(max_size=300))
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_utf8_lends_the_same_bytes_as_encode(impl, text):
+    if impl == "c" and _framing is None:
+        pytest.skip("C speedups not built")
+    utf8 = (_framing.Utf8 if impl == "c" else pure.Utf8)(text)
+    assert len(utf8) == len(text.encode()) and bytes(memoryview(utf8)) == text.encode()
+    assert memoryview(utf8).readonly
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_utf8_refuses_what_is_not_a_valid_str(impl):
+    if impl == "c" and _framing is None:
+        pytest.skip("C speedups not built")
+    kind = _framing.Utf8 if impl == "c" else pure.Utf8
+    with pytest.raises(UnicodeEncodeError):
+        kind("lone \ud800 surrogate")
+    with pytest.raises(TypeError):
+        kind(b"bytes")

@@ -38,6 +38,7 @@ def test_compiled_functions_are_chosen_at_import():
     assert select.scan_data_frames is select._framing.scan_data_frames
     assert select.encode_messages is select._framing.encode_messages
     assert select.send_all is select._fanout.send_all
+    assert select.Payload is select._framing.Payload and select.Utf8 is select._framing.Utf8
 
 
 def test_switching_to_pure_python_and_back():
@@ -46,6 +47,7 @@ def test_switching_to_pure_python_and_back():
     assert select.scan_data_frames is pure.scan_data_frames
     assert select.encode_messages is pure.encode_messages
     assert select.send_all is pure.send_all
+    assert select.Payload is pure.Payload and select.Utf8 is pure.Utf8
     assert select.use_io_uring(True) == "send (io_uring: needs the C speedups)"
     assert select.use_io_uring(False) == "send"
     assert select.use_speedups(True) is True

@@ -93,8 +93,8 @@ def encode_messages(messages: list[str | bytes]) -> list[bytes]:
     return speedups.encode_messages(messages)
 
 
-#: A binary message at least this large goes out as two buffers, its header and the
-#: payload object itself (one gathering sendmsg), instead of being copied into a frame.
+#: A message at least this large goes out as two buffers, its header and the payload
+#: itself (one gathering sendmsg), instead of being copied into a frame.
 GATHER_PAYLOAD = 65536
 
 
@@ -104,26 +104,29 @@ class Frames(list):
 
     __slots__ = ("messages",)
 
-    def __init__(self, messages: int, buffers: list[bytes]) -> None:
+    def __init__(self, messages: int, buffers: list[Any]) -> None:
         super().__init__(buffers)
         self.messages = messages
 
 
-def encode_parts(message: str | bytes) -> tuple[bytes, ...]:
+def encode_parts(message: str | bytes) -> tuple[Any, ...]:
     """The buffers of one unfragmented server frame: `(frame,)`, or `(header, payload)`
-    for a binary message of GATHER_PAYLOAD bytes or more (the payload is not copied)."""
-    if type(message) is bytes and len(message) >= GATHER_PAYLOAD:
+    for a message of GATHER_PAYLOAD bytes or more: binary as the bytes object itself, text
+    as `speedups.Utf8` (the str's own UTF-8 bytes), neither copied into a frame."""
+    kind = type(message)
+    if kind is bytes and len(message) >= GATHER_PAYLOAD:
         return encode_header(Opcode.BINARY, len(message)), message
+    if kind is str and len(message) >= GATHER_PAYLOAD:
+        payload = speedups.Utf8(message)
+        return encode_header(Opcode.TEXT, len(payload)), payload
     return (encode_message(message),)
 
 
-def encode_replies(messages: list[str | bytes]) -> list[bytes]:
+def encode_replies(messages: list[str | bytes]) -> list[Any]:
     """`encode_messages` for a reader's replies (`WebSocket.serve`): a batch of one large
-    binary message (how large ones arrive) is its header and its own bytes, a `Frames`."""
-    if len(messages) == 1:
-        message = messages[0]
-        if type(message) is bytes and len(message) >= GATHER_PAYLOAD:
-            return Frames(1, [encode_header(Opcode.BINARY, len(message)), message])
+    message (how large ones arrive) is sent as `encode_parts`, in a `Frames`."""
+    if len(messages) == 1 and len(messages[0]) >= GATHER_PAYLOAD:
+        return Frames(1, list(encode_parts(messages[0])))
     return speedups.encode_messages(messages)
 
 
@@ -179,9 +182,10 @@ Event = str | bytes | Ping | Pong | Close
 SMALL_PIECE = 512
 SMALL_PIECES = 512
 
-#: An unfragmented, uncompressed binary frame with at least this much payload is unmasked
+#: An unfragmented, uncompressed data frame with at least this much payload is unmasked
 #: straight into the message as it arrives (`speedups.Payload`): its length is known from
-#: the header, so the message is one allocation and one copy, with no parts to join.
+#: the header, so the message is one allocation and one copy, with no parts to join (text
+#: is validated piece by piece as it comes, then decoded once).
 WHOLE_PAYLOAD = 65536
 _NO_MASK = b"\0\0\0\0"
 
@@ -273,15 +277,10 @@ class Parser:
         return events
 
     def _feed(self, data: bytes, events: list[Event]) -> None:
-        whole = self._whole
-        if whole is not None and not self._buf:
-            # The middle of a large binary payload: straight into the message, no buffer.
+        if self._whole is not None and not self._buf:
+            # The middle of a large payload: straight into the message, no buffer.
             take = min(self._remaining, len(data))
-            whole.write(data, 0, take)
-            self._remaining -= take
-            if self._remaining:
-                return
-            self._finish_frame(b"", events)
+            self._write_whole(data, 0, take, events)
             if take == len(data):
                 return
             data = data[take:]
@@ -315,11 +314,8 @@ class Parser:
                 if take == 0:
                     break
                 if self._whole is not None:
-                    self._whole.write(buf, pos, take)
+                    self._write_whole(buf, pos, take, events)
                     pos += take
-                    self._remaining -= take
-                    if self._remaining == 0:
-                        self._finish_frame(b"", events)
                     continue
                 chunk = bytes(buf[pos : pos + take])
                 pos += take
@@ -327,6 +323,20 @@ class Parser:
                 self._payload(chunk, events)
         finally:
             del buf[:pos]
+
+    def _write_whole(self, data: Any, start: int, take: int, events: list[Event]) -> None:
+        """`take` bytes of a large single-frame payload, unmasked into the message; text is
+        validated as it arrives (8.1: fail at the first invalid byte, not at the end)."""
+        whole = self._whole
+        filled = whole.filled
+        whole.write(data, start, take)
+        self._remaining -= take
+        if self._utf8 is not None and not whole.ascii:
+            # All ASCII so far is valid and leaves the decoder at a character boundary:
+            # it checks from the first piece with another byte on.
+            self._utf8.decode(whole.written(filled), self._remaining == 0)
+        if self._remaining == 0:
+            self._finish_frame(b"", events)
 
     # Header --------------------------------------------------------------------------------
 
@@ -409,8 +419,10 @@ class Parser:
                 self._utf8 = Utf8Decoder() if opcode == Opcode.TEXT else None
                 self._msg_compressed = bool(rsv)
                 self._msg_wire = 0
-                if opcode == Opcode.BINARY and fin and not rsv and length >= WHOLE_PAYLOAD:
-                    self._whole = speedups.Payload(length, mask or _NO_MASK)
+                if fin and not rsv and length >= WHOLE_PAYLOAD:
+                    self._whole = speedups.Payload(
+                        length, mask or _NO_MASK, opcode == Opcode.TEXT
+                    )
                     self._masker = None
             self._msg_frames += 1
         return offset
@@ -481,7 +493,12 @@ class Parser:
             events.append(Close(code, reason))
         elif fin:
             if self._whole is not None:
-                events.append(self._whole.take())
+                try:
+                    message = self._whole.take()  # text: validated as it came
+                except UnicodeDecodeError:
+                    raise ProtocolError(CloseCode.INVALID_DATA, "invalid UTF-8 in text message") from None
+                self._utf8 = None
+                events.append(message)
                 self._whole = None
                 self._msg_opcode = None
                 self._msg_frames = 0

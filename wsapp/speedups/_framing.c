@@ -16,13 +16,17 @@
  *     One unfragmented, unmasked server frame per message (RFC 6455 5.2, 5.6): str as a text
  *     frame of its UTF-8 encoding, any other bytes-like object as a binary frame.
  *
- * Payload(size, mask): one large binary payload assembled in place
+ * Payload(size, mask, text=False): one large payload assembled in place
  *     `write(data, start, count)` unmasks data[start:start + count] straight into the
- *     message's own bytes object at the current offset (the mask continues where the last
- *     piece stopped, RFC 6455 5.3); `take()` hands that object out once it is full. A
- *     message read in many pieces is then one allocation and one copy, instead of a part
- *     per piece and a join (and no large short-lived buffers for the allocator to map and
- *     unmap). The bytes object is never visible to Python before it is complete.
+ *     message's own object at the current offset (the mask continues where the last piece
+ *     stopped, RFC 6455 5.3); `take()` hands that object out once it is full. A message
+ *     read in many pieces is then one allocation and one copy, instead of a part per piece
+ *     and a join (and no large short-lived buffers for the allocator to map and unmap).
+ *     Text is written into an ASCII str while every byte is ASCII (`ascii`: valid UTF-8,
+ *     nothing to decode); after the first other byte the caller validates what comes
+ *     (`written(start)`) and `take()` decodes. Nothing is visible to Python before `take()`.
+ *
+ * Utf8(text): a str's UTF-8 bytes as a read-only buffer, to send without a copy.
  *
  * None releases the GIL: they build Python objects as they go, and the work per call
  * is a few microseconds.
@@ -244,9 +248,12 @@ encode_messages(PyObject *module, PyObject *messages)
 
 typedef struct {
     PyObject_HEAD
-    PyObject *bytes; /* the message being filled; NULL once taken */
+    PyObject *obj;  /* the message being filled (bytes, or an ASCII str); NULL once taken */
+    char *buf;      /* its storage */
     Py_ssize_t size;
     Py_ssize_t filled;
+    int text;
+    int ascii;      /* text: every byte so far is ASCII, so `obj` is already the str */
     unsigned char mask[4];
 } PayloadObject;
 
@@ -255,13 +262,14 @@ payload_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     Py_ssize_t size;
     Py_buffer mask;
+    int text = 0;
     PayloadObject *self;
 
     if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
         PyErr_SetString(PyExc_TypeError, "Payload() takes no keyword arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "ny*:Payload", &size, &mask)) {
+    if (!PyArg_ParseTuple(args, "ny*|p:Payload", &size, &mask, &text)) {
         return NULL;
     }
     if (size < 0 || mask.len != 4) {
@@ -278,19 +286,41 @@ payload_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     PyBuffer_Release(&mask);
     self->size = size;
     self->filled = 0;
-    self->bytes = PyBytes_FromStringAndSize(NULL, size);
-    if (self->bytes == NULL) {
+    self->text = text;
+    self->ascii = text;
+    /* Text starts as an ASCII str (one byte per character, the common case for JSON):
+     * while every byte is ASCII it is its own valid UTF-8 and the str needs no decoding. */
+    self->obj = text ? PyUnicode_New(size, 127) : PyBytes_FromStringAndSize(NULL, size);
+    if (self->obj == NULL) {
         Py_DECREF(self);
         return NULL;
     }
+    self->buf = text ? (char *)PyUnicode_DATA(self->obj) : PyBytes_AS_STRING(self->obj);
     return (PyObject *)self;
 }
 
 static void
 payload_dealloc(PayloadObject *self)
 {
-    Py_XDECREF(self->bytes);
+    Py_XDECREF(self->obj);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+all_ascii(const char *p, Py_ssize_t n)
+{
+    uint64_t acc = 0, v;
+    Py_ssize_t i = 0;
+    unsigned char tail = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&v, p + i, 8);
+        acc |= v;
+    }
+    for (; i < n; i++) {
+        tail |= (unsigned char)p[i];
+    }
+    return ((acc & 0x8080808080808080ULL) | (tail & 0x80)) == 0;
 }
 
 static PyObject *
@@ -315,7 +345,7 @@ payload_write(PayloadObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    if (self->bytes == NULL || start < 0 || count < 0 || start > view.len
+    if (self->obj == NULL || start < 0 || count < 0 || start > view.len
         || count > view.len - start || count > self->size - self->filled) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_ValueError, "write() outside the data or past the payload");
@@ -324,24 +354,67 @@ payload_write(PayloadObject *self, PyObject *const *args, Py_ssize_t nargs)
     for (i = 0; i < 4; i++) {
         mask[i] = self->mask[(self->filled + i) & 3];
     }
-    unmask_into(PyBytes_AS_STRING(self->bytes) + self->filled,
-                (const unsigned char *)view.buf + start, count, mask);
-    self->filled += count;
+    unmask_into(self->buf + self->filled, (const unsigned char *)view.buf + start, count, mask);
     PyBuffer_Release(&view);
+    if (self->ascii && !all_ascii(self->buf + self->filled, count)) {
+        self->ascii = 0; /* from here on the caller validates UTF-8 (see `written`) */
+    }
+    self->filled += count;
     Py_RETURN_NONE;
 }
 
+/* The message: bytes, or for text the str (decoded now unless it was all ASCII). */
 static PyObject *
 payload_take(PayloadObject *self, PyObject *unused)
 {
     PyObject *out;
 
-    if (self->bytes == NULL || self->filled != self->size) {
+    if (self->obj == NULL || self->filled != self->size) {
         PyErr_SetString(PyExc_ValueError, "take() before the payload is complete, or twice");
         return NULL;
     }
-    out = self->bytes;
-    self->bytes = NULL;
+    if (self->text && !self->ascii) {
+        out = PyUnicode_DecodeUTF8(self->buf, self->size, "strict");
+        if (out == NULL) {
+            return NULL;
+        }
+        Py_CLEAR(self->obj);
+        return out;
+    }
+    out = self->obj;
+    self->obj = NULL;
+    return out;
+}
+
+/* Payload bytes from `start` to what is written so far, to validate text that is not all
+ * ASCII as it arrives: a read-only view of binary (it keeps the bytes alive), a copy of
+ * text (its storage is a str's). */
+static PyObject *
+payload_written(PayloadObject *self, PyObject *arg)
+{
+    Py_ssize_t start = PyLong_AsSsize_t(arg);
+    PyObject *full, *stop, *slice, *out;
+
+    if (start == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (self->obj == NULL || start < 0 || start > self->filled) {
+        PyErr_SetString(PyExc_ValueError, "written(start) outside what is written");
+        return NULL;
+    }
+    if (self->text) {
+        return PyBytes_FromStringAndSize(self->buf + start, self->filled - start);
+    }
+    full = PyMemoryView_FromObject(self->obj);
+    if (full == NULL) {
+        return NULL;
+    }
+    stop = PyLong_FromSsize_t(self->filled);
+    slice = stop == NULL ? NULL : PySlice_New(arg, stop, NULL);
+    out = slice == NULL ? NULL : PyObject_GetItem(full, slice);
+    Py_XDECREF(slice);
+    Py_XDECREF(stop);
+    Py_DECREF(full);
     return out;
 }
 
@@ -351,15 +424,24 @@ payload_filled(PayloadObject *self, void *closure)
     return PyLong_FromSsize_t(self->filled);
 }
 
+static PyObject *
+payload_ascii(PayloadObject *self, void *closure)
+{
+    return PyBool_FromLong(self->ascii);
+}
+
 static PyMethodDef payload_methods[] = {
     {"write", (PyCFunction)(void (*)(void))payload_write, METH_FASTCALL,
      "write(data, start, count): unmask data[start:start + count] into the payload"},
-    {"take", (PyCFunction)payload_take, METH_NOARGS, "take() -> bytes, once complete"},
+    {"take", (PyCFunction)payload_take, METH_NOARGS, "take() -> bytes (or str), once complete"},
+    {"written", (PyCFunction)payload_written, METH_O,
+     "written(start) -> the payload bytes from start to what is written"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef payload_getset[] = {
     {"filled", (getter)payload_filled, NULL, "payload bytes written so far", NULL},
+    {"ascii", (getter)payload_ascii, NULL, "text whose every byte so far is ASCII", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -369,15 +451,96 @@ static PyTypeObject PayloadType = {
     .tp_basicsize = sizeof(PayloadObject),
     .tp_dealloc = (destructor)payload_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Payload(size, mask): a large binary payload unmasked in place (see the file header)",
+    .tp_doc = "Payload(size, mask, text=False): a large payload unmasked in place (see the file header)",
     .tp_methods = payload_methods,
     .tp_getset = payload_getset,
     .tp_new = payload_new,
 };
 
+/* --- Utf8 -------------------------------------------------------------------------- */
+
+/* Utf8(text): the UTF-8 bytes of a str as a read-only buffer, without a copy when the
+ * str is ASCII (CPython keeps those bytes as the str itself) and otherwise the UTF-8 copy
+ * CPython caches on the str; the object keeps the str alive while a send uses them. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *text;
+    const char *data;
+    Py_ssize_t size;
+} Utf8Object;
+
+static PyObject *
+utf8_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *text;
+    Utf8Object *self;
+
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Utf8() takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "U:Utf8", &text)) {
+        return NULL;
+    }
+    self = (Utf8Object *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->data = PyUnicode_AsUTF8AndSize(text, &self->size); /* refuses lone surrogates */
+    if (self->data == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    Py_INCREF(text);
+    self->text = text;
+    return (PyObject *)self;
+}
+
+static void
+utf8_dealloc(Utf8Object *self)
+{
+    Py_XDECREF(self->text);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+utf8_getbuffer(Utf8Object *self, Py_buffer *view, int flags)
+{
+    return PyBuffer_FillInfo(view, (PyObject *)self, (void *)self->data, self->size, 1, flags);
+}
+
+static Py_ssize_t
+utf8_length(Utf8Object *self)
+{
+    return self->size;
+}
+
+static PyBufferProcs utf8_as_buffer = {(getbufferproc)utf8_getbuffer, NULL};
+static PySequenceMethods utf8_as_sequence = {.sq_length = (lenfunc)utf8_length};
+
+static PyTypeObject Utf8Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wsapp.speedups._framing.Utf8",
+    .tp_basicsize = sizeof(Utf8Object),
+    .tp_dealloc = (destructor)utf8_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Utf8(text): the UTF-8 bytes of a str as a read-only buffer (see above)",
+    .tp_as_buffer = &utf8_as_buffer,
+    .tp_as_sequence = &utf8_as_sequence,
+    .tp_new = utf8_new,
+};
+
 static int
 framing_exec(PyObject *mod)
 {
+    if (PyType_Ready(&Utf8Type) < 0) {
+        return -1;
+    }
+    Py_INCREF(&Utf8Type);
+    if (PyModule_AddObject(mod, "Utf8", (PyObject *)&Utf8Type) < 0) {
+        Py_DECREF(&Utf8Type);
+        return -1;
+    }
     if (PyType_Ready(&PayloadType) < 0) {
         return -1;
     }

@@ -1,6 +1,6 @@
 """The pure Python versions of wsapp's C functions: same arguments, results and errors.
 
-`scan_data_frames`, `encode_messages` and `Payload` mirror `_framing.c`, `send_all` mirrors
+`scan_data_frames`, `encode_messages`, `Payload` and `Utf8` mirror `_framing.c`, `send_all` mirrors
 `_fanout.c`. `wsapp.speedups.select` uses these when the C modules are not built or are
 switched off (WSAPP_SPEEDUPS=0), and the tests run each against its C twin.
 """
@@ -15,7 +15,9 @@ from collections.abc import Iterable, Sequence
 
 from wsapp.speedups.mask import apply_mask
 
-__all__ = ["scan_data_frames", "encode_message", "encode_messages", "send_all", "Payload"]
+__all__ = [
+    "scan_data_frames", "encode_message", "encode_messages", "send_all", "Payload", "Utf8",
+]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -156,17 +158,19 @@ def send_all(fds: Iterable[int], frame: Buffer) -> list[tuple[int, int]]:
 
 
 class Payload:
-    """One large binary payload, unmasked piece by piece into one buffer (RFC 6455 5.3).
+    """One large payload, unmasked piece by piece into one buffer (RFC 6455 5.3).
 
     `write(data, start, count)` unmasks `data[start:start + count]` at the current offset,
-    the mask continuing where the last piece stopped; `take()` returns the payload as
-    bytes once all `size` bytes are written (once). The C twin fills the bytes object
-    itself; here a bytearray is copied out at the end.
+    the mask continuing where the last piece stopped; `take()` returns the payload once all
+    `size` bytes are written (once): bytes, or for `text` the decoded str. `ascii` says
+    whether every byte of text so far was ASCII (then valid UTF-8); after the first other
+    byte the caller validates what comes with `written(start)`. The C twin fills the
+    message's own object; here a bytearray is copied out at the end.
     """
 
-    __slots__ = ("_buf", "_mask", "_filled", "_taken")
+    __slots__ = ("_buf", "_mask", "_filled", "_taken", "_text", "ascii")
 
-    def __init__(self, size: int, mask: Buffer) -> None:
+    def __init__(self, size: int, mask: Buffer, text: bool = False) -> None:
         mask = bytes(mask)
         if size < 0 or len(mask) != 4:
             raise ValueError("Payload(size >= 0, 4-byte mask)")
@@ -174,6 +178,9 @@ class Payload:
         self._mask = mask
         self._filled = 0
         self._taken = False
+        self._text = bool(text)
+        #: Text whose every byte so far is ASCII.
+        self.ascii = self._text
 
     @property
     def filled(self) -> int:
@@ -189,13 +196,28 @@ class Payload:
             raise ValueError("write() outside the data or past the payload")
         turn = filled & 3
         mask = self._mask[turn:] + self._mask[:turn]
-        self._buf[filled : filled + count] = apply_mask(bytes(data[start : start + count]), mask)
+        piece = apply_mask(bytes(data[start : start + count]), mask)
+        self._buf[filled : filled + count] = piece
+        if self.ascii and not piece.isascii():
+            self.ascii = False
         self._filled = filled + count
 
-    def take(self) -> bytes:
+    def written(self, start: int) -> memoryview:
+        """A read-only view of the payload from `start` to what is written so far."""
+        if self._taken or not 0 <= start <= self._filled:
+            raise ValueError("written(start) outside what is written")
+        return memoryview(self._buf).toreadonly()[start : self._filled]
+
+    def take(self) -> bytes | str:
         if self._taken or self._filled != len(self._buf):
             raise ValueError("take() before the payload is complete, or twice")
         self._taken = True
-        out = bytes(self._buf)
-        self._buf = bytearray()
-        return out
+        buf, self._buf = self._buf, bytearray()
+        return buf.decode("utf-8") if self._text else bytes(buf)
+
+
+def Utf8(text: str) -> bytes:  # noqa: N802 - the name of the C type it stands in for
+    """The UTF-8 bytes of `text` to send (the C twin lends the str's own bytes, no copy)."""
+    if type(text) is not str:
+        raise TypeError("Utf8() needs a str")
+    return text.encode("utf-8")

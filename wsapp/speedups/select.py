@@ -8,7 +8,9 @@ The switches rebind this module's names, so read them through the module:
     from wsapp.speedups import select as speedups
     speedups.send_all(fds, frame)
 
-`apply_mask` is not switched: it is websockets' compiled masker (see `mask`).
+`Payload` (a large payload unmasked in place) and `Utf8` (a str's UTF-8 bytes lent to a
+send) switch with the framing functions. `apply_mask` is not switched: it is websockets'
+compiled masker (see `mask`).
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ else:
     _missing = ""
 
 __all__ = [
-    "scan_data_frames", "encode_messages", "send_all", "apply_mask", "Payload", "speedups_enabled",
-    "use_speedups", "use_io_uring", "configure",
+    "scan_data_frames", "encode_messages", "send_all", "apply_mask", "Payload", "Utf8",
+    "speedups_enabled", "use_speedups", "use_io_uring", "configure",
 ]
 
 scan_data_frames = pure.scan_data_frames
 encode_messages = pure.encode_messages
 send_all = pure.send_all
 Payload = pure.Payload
+Utf8 = pure.Utf8
 _ring_wanted = True  # _fanout's own default; it sets its ring up on first use
 _ring_stale = False  # use_io_uring was called while _fanout was not in use
 
@@ -44,12 +47,13 @@ def speedups_enabled() -> bool:
 
 def use_speedups(enabled: bool) -> bool:
     """Use the compiled functions (when built) or the pure Python ones; True if compiled."""
-    global scan_data_frames, encode_messages, send_all, Payload, _ring_stale
+    global scan_data_frames, encode_messages, send_all, Payload, Utf8, _ring_stale
     if enabled and _framing is not None and _fanout is not None:
         scan_data_frames = _framing.scan_data_frames
         encode_messages = _framing.encode_messages
         send_all = _fanout.send_all
         Payload = _framing.Payload
+        Utf8 = _framing.Utf8
         if _ring_stale:
             _fanout.set_ring(_ring_wanted)
             _ring_stale = False
@@ -58,6 +62,7 @@ def use_speedups(enabled: bool) -> bool:
     encode_messages = pure.encode_messages
     send_all = pure.send_all
     Payload = pure.Payload
+    Utf8 = pure.Utf8
     return False
 
 
