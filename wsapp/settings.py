@@ -149,6 +149,13 @@ class Settings:
         _int(1, 1 << 24),
         "Frames one fragmented message may span; more gets close 1009.",
     )
+    prealloc_bytes: int = _setting(
+        64 * MiB,
+        _int(0, 1 << 40),
+        "Process-wide budget for memory allocated ahead of the data: a single-frame message of "
+        "64 KiB or more gets its whole size when its header arrives and is unmasked in place; "
+        "past the budget, large frames are assembled as their bytes arrive (0: always).",
+    )
     send_queue_bytes: int = _setting(
         MiB,
         _int(1024, 1 << 31),

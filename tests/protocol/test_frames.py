@@ -24,6 +24,7 @@ from wsapp.protocol.frames import (
     parse_close_payload,
 )
 from wsapp.protocol.utf8 import is_valid_utf8_prefix
+from wsapp.speedups import select as speedups
 
 LIMIT = 1 << 20
 
@@ -395,3 +396,24 @@ def test_control_frames_do_not_count_towards_the_message_limit():
         + cframe(Opcode.CONTINUATION, b"b" * 10)
     )
     assert feed(data, limit=20) == [Ping(b"p" * 100), "a" * 10 + "b" * 10]
+
+
+def test_headers_alone_hold_at_most_the_prealloc_budget_then_memory_follows_the_data():
+    """A large frame is allocated whole at its header only while the process-wide budget
+    allows; past it the same frames still parse, assembled as their bytes arrive."""
+    budget = 300_000
+    parsers = [Parser(LIMIT, prealloc_bytes=budget) for _ in range(5)]
+    payload = os.urandom(100_000)
+    frames_ = [cframe(Opcode.BINARY, payload) for _ in parsers]
+    before = speedups.payload_ahead()
+    for parser, data in zip(parsers, frames_, strict=True):
+        assert parser.feed(data[:14]) == []  # the header and the key: nothing of the payload
+    assert speedups.payload_ahead() - before == 3 * 100_000  # three fit, two wait for data
+    for parser, data in zip(parsers, frames_, strict=True):
+        assert parser.feed(data[14:]) == [payload]
+    assert speedups.payload_ahead() == before
+    lost = Parser(LIMIT, prealloc_bytes=budget)
+    lost.feed(frames_[0][:20_000])
+    assert speedups.payload_ahead() - before == 100_000 - (20_000 - 14)
+    del lost  # a connection that dies mid-frame gives its reservation back
+    assert speedups.payload_ahead() == before

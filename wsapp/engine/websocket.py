@@ -94,7 +94,10 @@ class WebSocket(InboxMixin, ClosingMixin, StockWebSocket):
         self.peer_ip = handler.peer_ip
         self._socket = handler.socket
         self._rfile = handler.rfile
-        self.session = Session(settings.max_message_bytes, settings.max_fragments, State.CONNECTING)
+        self.session = Session(
+            settings.max_message_bytes, settings.max_fragments, State.CONNECTING,
+            settings.prealloc_bytes,
+        )
         self.outbox: Outbox | None = None
         self._inbox: collections.deque | None = None  # created on the first queued message
         self._inbox_bytes = 0

@@ -187,6 +187,10 @@ SMALL_PIECES = 512
 #: the header, so the message is one allocation and one copy, with no parts to join (text
 #: is validated piece by piece as it comes, then decoded once).
 WHOLE_PAYLOAD = 65536
+#: Default process-wide budget (WSAPP_PREALLOC_BYTES) for what such frames allocate ahead
+#: of their bytes: a peer that sends headers alone holds at most this; past it, large
+#: frames are assembled as their bytes arrive (memory follows the data).
+PREALLOC_BYTES = 64 * 1024 * 1024
 _NO_MASK = b"\0\0\0\0"
 
 
@@ -201,13 +205,19 @@ class Parser:
         "max_message_bytes", "max_fragments", "require_mask", "_buf", "closed", "error", "_opcode",
         "_fin", "_remaining", "_masker", "_control", "_msg_opcode", "_msg_size", "_msg_frames",
         "_msg_parts", "_msg_small", "_utf8", "controls", "inflater", "_msg_compressed", "_msg_wire",
-        "_whole",
+        "_whole", "prealloc_bytes",
     )
 
     def __init__(
-        self, max_message_bytes: int, require_mask: bool = True, max_fragments: int = 1 << 20
+        self,
+        max_message_bytes: int,
+        require_mask: bool = True,
+        max_fragments: int = 1 << 20,
+        prealloc_bytes: int = PREALLOC_BYTES,
     ) -> None:
         self.max_message_bytes = max_message_bytes
+        #: Process-wide bytes large frames may allocate ahead of their data (see WHOLE_PAYLOAD).
+        self.prealloc_bytes = prealloc_bytes
         #: Frames one message may span (RFC 6455 5.4 sets no limit; each costs parsing time).
         self.max_fragments = max_fragments
         self.require_mask = require_mask
@@ -419,7 +429,10 @@ class Parser:
                 self._utf8 = Utf8Decoder() if opcode == Opcode.TEXT else None
                 self._msg_compressed = bool(rsv)
                 self._msg_wire = 0
-                if fin and not rsv and length >= WHOLE_PAYLOAD:
+                if (
+                    fin and not rsv and length >= WHOLE_PAYLOAD
+                    and speedups.payload_ahead() + length <= self.prealloc_bytes
+                ):
                     self._whole = speedups.Payload(
                         length, mask or _NO_MASK, opcode == Opcode.TEXT
                     )

@@ -83,9 +83,12 @@ class Session:
         max_message_bytes: int,
         max_fragments: int = 1 << 20,
         state: State = State.OPEN,
+        prealloc_bytes: int = frames.PREALLOC_BYTES,
     ) -> None:
         self.state = state
-        self.parser = frames.Parser(max_message_bytes, max_fragments=max_fragments)
+        self.parser = frames.Parser(
+            max_message_bytes, max_fragments=max_fragments, prealloc_bytes=prealloc_bytes
+        )
         #: The code that ended the connection: sent or received in a close frame, or 1006.
         self.close_code: int | None = None
         self.close_reason = ""

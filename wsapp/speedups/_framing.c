@@ -26,6 +26,8 @@
  *     nothing to decode); after the first other byte the caller validates what comes
  *     (`written(start)`) and `take()` decodes. Nothing is visible to Python before `take()`.
  *
+ *     `payload_ahead()`: bytes all live Payloads have allocated and not received yet.
+ *
  * Utf8(text): a str's UTF-8 bytes as a read-only buffer, to send without a copy.
  *
  * None releases the GIL: they build Python objects as they go, and the work per call
@@ -246,6 +248,10 @@ encode_messages(PyObject *module, PyObject *messages)
 
 /* --- Payload ------------------------------------------------------------------------ */
 
+/* Bytes every live Payload has allocated but not received yet: memory a peer holds with
+ * a frame header alone, which the parser keeps under a process-wide budget. */
+static Py_ssize_t payload_ahead_bytes = 0;
+
 typedef struct {
     PyObject_HEAD
     PyObject *obj;  /* the message being filled (bytes, or an ASCII str); NULL once taken */
@@ -296,12 +302,16 @@ payload_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->buf = text ? (char *)PyUnicode_DATA(self->obj) : PyBytes_AS_STRING(self->obj);
+    payload_ahead_bytes += size;
     return (PyObject *)self;
 }
 
 static void
 payload_dealloc(PayloadObject *self)
 {
+    if (self->obj != NULL) {
+        payload_ahead_bytes -= self->size - self->filled;
+    }
     Py_XDECREF(self->obj);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -360,6 +370,7 @@ payload_write(PayloadObject *self, PyObject *const *args, Py_ssize_t nargs)
         self->ascii = 0; /* from here on the caller validates UTF-8 (see `written`) */
     }
     self->filled += count;
+    payload_ahead_bytes -= count;
     Py_RETURN_NONE;
 }
 
@@ -557,7 +568,15 @@ static PyModuleDef_Slot slots[] = {
     {0, NULL},
 };
 
+static PyObject *
+payload_ahead(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromSsize_t(payload_ahead_bytes);
+}
+
 static PyMethodDef methods[] = {
+    {"payload_ahead", payload_ahead, METH_NOARGS,
+     "payload_ahead() -> bytes live Payloads allocated and have not received yet"},
     {"scan_data_frames", (PyCFunction)(void (*)(void))scan_data_frames, METH_FASTCALL,
      "scan_data_frames(data, limit, events) -> bytes consumed by the complete small data\n"
      "frames appended to events (see wsapp.speedups.pure.scan_data_frames)"},

@@ -17,6 +17,7 @@ from wsapp.speedups.mask import apply_mask
 
 __all__ = [
     "scan_data_frames", "encode_message", "encode_messages", "send_all", "Payload", "Utf8",
+    "payload_ahead",
 ]
 
 Buffer = bytes | bytearray | memoryview
@@ -169,8 +170,10 @@ class Payload:
     """
 
     __slots__ = ("_buf", "_mask", "_filled", "_taken", "_text", "ascii")
+    _ahead = 0  # bytes every live Payload allocated and has not received yet
 
     def __init__(self, size: int, mask: Buffer, text: bool = False) -> None:
+        self._taken = True  # nothing reserved until the checks pass (see __del__)
         mask = bytes(mask)
         if size < 0 or len(mask) != 4:
             raise ValueError("Payload(size >= 0, 4-byte mask)")
@@ -178,6 +181,7 @@ class Payload:
         self._mask = mask
         self._filled = 0
         self._taken = False
+        Payload._ahead += size
         self._text = bool(text)
         #: Text whose every byte so far is ASCII.
         self.ascii = self._text
@@ -201,6 +205,7 @@ class Payload:
         if self.ascii and not piece.isascii():
             self.ascii = False
         self._filled = filled + count
+        Payload._ahead -= count
 
     def written(self, start: int) -> memoryview:
         """A read-only view of the payload from `start` to what is written so far."""
@@ -208,12 +213,21 @@ class Payload:
             raise ValueError("written(start) outside what is written")
         return memoryview(self._buf).toreadonly()[start : self._filled]
 
+    def __del__(self) -> None:
+        if not self._taken:
+            Payload._ahead -= len(self._buf) - self._filled
+
     def take(self) -> bytes | str:
         if self._taken or self._filled != len(self._buf):
             raise ValueError("take() before the payload is complete, or twice")
         self._taken = True
         buf, self._buf = self._buf, bytearray()
         return buf.decode("utf-8") if self._text else bytes(buf)
+
+
+def payload_ahead() -> int:
+    """Bytes all live `Payload`s allocated and have not received yet."""
+    return Payload._ahead
 
 
 def Utf8(text: str) -> bytes:  # noqa: N802 - the name of the C type it stands in for

@@ -18,8 +18,14 @@ from __future__ import annotations
 from wsapp.speedups import pure
 from wsapp.speedups.mask import apply_mask
 
+_FRAMING_NAMES = ("scan_data_frames", "encode_messages", "Payload", "Utf8", "payload_ahead")
+
 try:
     from wsapp.speedups import _fanout, _framing
+
+    _stale = [name for name in _FRAMING_NAMES if not hasattr(_framing, name)]
+    if _stale:  # built from an older _framing.c
+        raise ImportError(f"_framing has no {', '.join(_stale)}: rebuild it")
 except ImportError as exc:  # not built: pure Python
     _fanout = _framing = None
     _missing = f"C speedups not built ({exc}): python -m wsapp.speedups.build"
@@ -28,7 +34,7 @@ else:
 
 __all__ = [
     "scan_data_frames", "encode_messages", "send_all", "apply_mask", "Payload", "Utf8",
-    "speedups_enabled", "use_speedups", "use_io_uring", "configure",
+    "payload_ahead", "speedups_enabled", "use_speedups", "use_io_uring", "configure",
 ]
 
 scan_data_frames = pure.scan_data_frames
@@ -36,6 +42,7 @@ encode_messages = pure.encode_messages
 send_all = pure.send_all
 Payload = pure.Payload
 Utf8 = pure.Utf8
+payload_ahead = pure.payload_ahead
 _ring_wanted = True  # _fanout's own default; it sets its ring up on first use
 _ring_stale = False  # use_io_uring was called while _fanout was not in use
 
@@ -47,13 +54,15 @@ def speedups_enabled() -> bool:
 
 def use_speedups(enabled: bool) -> bool:
     """Use the compiled functions (when built) or the pure Python ones; True if compiled."""
-    global scan_data_frames, encode_messages, send_all, Payload, Utf8, _ring_stale
+    global scan_data_frames, encode_messages, send_all, Payload, Utf8, payload_ahead
+    global _ring_stale
     if enabled and _framing is not None and _fanout is not None:
         scan_data_frames = _framing.scan_data_frames
         encode_messages = _framing.encode_messages
         send_all = _fanout.send_all
         Payload = _framing.Payload
         Utf8 = _framing.Utf8
+        payload_ahead = _framing.payload_ahead
         if _ring_stale:
             _fanout.set_ring(_ring_wanted)
             _ring_stale = False
@@ -63,6 +72,7 @@ def use_speedups(enabled: bool) -> bool:
     send_all = pure.send_all
     Payload = pure.Payload
     Utf8 = pure.Utf8
+    payload_ahead = pure.payload_ahead
     return False
 
 
