@@ -111,7 +111,7 @@ class Outbox:
                 self._queue.append(memoryview(data)[sent:] if sent else data)
                 self.queued_bytes += size - sent
             else:
-                sent = self._send_some(list(frames))
+                sent = self._send_some(frames)
                 if sent < 0:
                     return False
                 if not self._queue:
@@ -181,21 +181,42 @@ class Outbox:
         if self.queued_bytes > self.budget:
             self._on_overflow()
 
-    def _send_some(self, buffers: list[Any]) -> int:
-        """One non-blocking sendmsg of up to IOV_BATCH buffers; the unsent rest is queued
-        (in front of what is queued already). Returns the bytes sent, -1 if the socket broke."""
-        if len(buffers) > 1 and sum(map(len, buffers)) <= JOIN_MAX:
-            buffers = [b"".join(buffers)]
-        batch = buffers[:IOV_BATCH]
+    def _send_some(self, buffers: Any) -> int:
+        """One non-blocking send of `buffers` (small ones joined, JOIN_MAX); the unsent rest
+        is queued in front of what is queued already. Returns the bytes sent, -1 if the
+        socket broke."""
+        if len(buffers) == 1:
+            data = buffers[0]
+        elif sum(map(len, buffers)) <= JOIN_MAX:
+            data = b"".join(buffers)
+        else:
+            return self._send_gathered(buffers)
         try:
-            sent = self._sock.send(batch[0]) if len(batch) == 1 else self._sock.sendmsg(batch)
+            sent = self._sock.send(data)
         except BlockingIOError:
             sent = 0
         except OSError:
             self._on_error()
             return -1
         self.bytes_out += sent
-        rest = buffers[len(batch):]
+        size = len(data)
+        if sent < size:
+            self._queue.insert(0, memoryview(data)[sent:] if sent else data)
+            self.queued_bytes += size - sent
+        return sent
+
+    def _send_gathered(self, buffers: Any) -> int:
+        """`_send_some` for large sets: one sendmsg of up to IOV_BATCH buffers."""
+        batch = buffers[:IOV_BATCH]
+        try:
+            sent = self._sock.sendmsg(batch)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._on_error()
+            return -1
+        self.bytes_out += sent
+        rest = list(buffers[len(batch):])
         left = sent
         for index, data in enumerate(batch):
             size = len(data)
