@@ -158,7 +158,9 @@ def _ready(kind: str, port: int) -> bool:
         return False
 
 
-def start(kind: str, log_dir: Path, nofile: tuple[int, int], extra_env: dict[str, str] | None = None) -> Server:
+def start(
+    kind: str, log_dir: Path, nofile: tuple[int, int], extra_env: dict[str, str] | None = None
+) -> Server:
     """Spawn one server pinned to CPU 0 with the file limit raised; wait until it answers."""
     port = free_port()
     root = Path(BASELINE) if kind == "baseline" else ROOT
@@ -167,7 +169,8 @@ def start(kind: str, log_dir: Path, nofile: tuple[int, int], extra_env: dict[str
         env.update(WSAPP_BENCH_ENV)
     env.update(extra_env or {})
     log_path = log_dir / f"{kind}-{port}.log"
-    argv = [*PRIORITY, "taskset", "-c", SERVER_CPU, "prlimit", f"--nofile={nofile[0]}:{nofile[1]}", *command(kind, port)]
+    argv = [*PRIORITY, "taskset", "-c", SERVER_CPU, "prlimit", f"--nofile={nofile[0]}:{nofile[1]}",
+            *command(kind, port)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -185,7 +188,9 @@ def start(kind: str, log_dir: Path, nofile: tuple[int, int], extra_env: dict[str
 
 
 @contextlib.contextmanager
-def running(kind: str, log_dir: Path, nofile: tuple[int, int], extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+def running(
+    kind: str, log_dir: Path, nofile: tuple[int, int], extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
     server = start(kind, log_dir, nofile, extra_env)
     try:
         yield server
@@ -206,7 +211,9 @@ def cpu_times() -> dict[str, tuple[int, int]]:
     return out
 
 
-def busy_fraction(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], cpu: str) -> float:
+def busy_fraction(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], cpu: str
+) -> float:
     b0, t0 = before[f"cpu{cpu}"]
     b1, t1 = after[f"cpu{cpu}"]
     return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0

@@ -41,7 +41,9 @@ class Skip(Exception):
     """The server under test lacks what this case needs (e.g. no /chat route yet)."""
 
 
-def _run_cases(cfg: Config, scenario: str, servers: tuple[str, ...], cases: list[tuple[str, Job]]) -> list[Row]:
+def _run_cases(
+    cfg: Config, scenario: str, servers: tuple[str, ...], cases: list[tuple[str, Job]]
+) -> list[Row]:
     """Each server fresh per attempt, every case against it; keep the least disturbed attempt.
 
     The machine is shared, so each case runs `cfg.repeat` times and the attempt during which
@@ -54,7 +56,8 @@ def _run_cases(cfg: Config, scenario: str, servers: tuple[str, ...], cases: list
     rows: list[Row] = []
     for kind in servers:
         if reason := available(kind):
-            rows += [{"scenario": scenario, "case": case, "server": kind, "skipped": reason} for case, _ in cases]
+            rows += [{"scenario": scenario, "case": case, "server": kind, "skipped": reason}
+                     for case, _ in cases]
             print(f"  {scenario:11} {kind:9} skipped: {reason}", flush=True)
         else:
             runnable.append(kind)
@@ -63,7 +66,8 @@ def _run_cases(cfg: Config, scenario: str, servers: tuple[str, ...], cases: list
             try:
                 with running(kind, cfg.log_dir, cfg.nofile) as server:
                     for case, job in cases:
-                        row: Row = {"scenario": scenario, "case": case, "server": kind, "attempt": attempt}
+                        row: Row = {"scenario": scenario, "case": case, "server": kind,
+                                    "attempt": attempt}
                         try:
                             row["result"] = job(server)
                         except Skip as exc:
@@ -78,8 +82,8 @@ def _run_cases(cfg: Config, scenario: str, servers: tuple[str, ...], cases: list
                         print(f"  {scenario:11} {case:28} {kind:9} {summary(row)}", flush=True)
             except RuntimeError as exc:
                 for case, _ in cases:
-                    best.setdefault((kind, case), {"scenario": scenario, "case": case, "server": kind,
-                                                   "error": str(exc)[:400]})
+                    best.setdefault((kind, case), {"scenario": scenario, "case": case,
+                                                   "server": kind, "error": str(exc)[:400]})
                 print(f"  {scenario:11} {kind:9} could not start: {str(exc)[:200]}", flush=True)
     for kind in runnable:
         for case, _ in cases:
@@ -102,19 +106,23 @@ def summary(row: Row) -> str:
         return "skipped: " + row["skipped"]
     r = row["result"]
     if r["mode"] == "echo":
-        return f"{r['msgs_per_s']:>10.1f} msg/s {r['mb_per_s']:9.2f} MB/s p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms"
+        return (f"{r['msgs_per_s']:>10.1f} msg/s {r['mb_per_s']:9.2f} MB/s "
+                f"p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms")
     if r["mode"] == "fanout":
         if r.get("failed"):
             return "failed: " + r.get("first_error", "")
-        return (f"sat {r['saturated']['deliveries_per_s']:.0f} deliv/s; fixed p50 {r['fixed']['p50_ms']:.2f} "
-                f"p99 {r['fixed']['p99_ms']:.2f} ms, {r['fixed']['cpu_us_per_delivery']:.1f} us/deliv")
+        return (f"sat {r['saturated']['deliveries_per_s']:.0f} deliv/s; "
+                f"fixed p50 {r['fixed']['p50_ms']:.2f} "
+                f"p99 {r['fixed']['p99_ms']:.2f} ms, "
+                f"{r['fixed']['cpu_us_per_delivery']:.1f} us/deliv")
     if r.get("chat"):
         settled = "" if r["settled"] else " (NOT settled)"
         return (
             f"{r['rss_kb_per_conn']:.2f} KiB/member, settled in {r['settle_s']:.1f} s{settled}, "
             f"own msg back {r['idle_msg_ms']:.2f} ms, new member {r['new_conn_total_ms']:.2f} ms"
         )
-    return f"{r['rss_kb_per_conn']:.2f} KiB/conn, idle echo {r['idle_echo_ms']:.2f} ms, new {r['new_conn_total_ms']:.2f} ms"
+    return (f"{r['rss_kb_per_conn']:.2f} KiB/conn, idle echo {r['idle_echo_ms']:.2f} ms, "
+            f"new {r['new_conn_total_ms']:.2f} ms")
 
 
 def _raw(server: Server) -> list[str]:
@@ -125,14 +133,16 @@ def small_echo(cfg: Config) -> list[Row]:
     """64-byte text: single-connection round trip, then 50 connections x 16 in flight."""
     def one(server: Server) -> dict:
         return loadgen.run("echo", ["--port", str(server.port), "--conns", "1", "--inflight", "1",
-                                    "--size", "64", "--duration", str(cfg.t(3, 1)), "--warmup", "0.5",
-                                    *_raw(server)], server.pids())
+                                    "--size", "64", "--duration", str(cfg.t(3, 1)),
+                                    "--warmup", "0.5", *_raw(server)], server.pids())
 
     def many(per_send: bool) -> Job:
         def run(server: Server) -> dict:
-            return loadgen.run("echo", ["--port", str(server.port), "--conns", "50", "--inflight", "16",
-                                        "--size", "64", "--duration", str(cfg.t(5, 2)), "--warmup", "0.5",
-                                        *(["--per-send"] if per_send else []), *_raw(server)], server.pids())
+            return loadgen.run("echo", ["--port", str(server.port), "--conns", "50",
+                                        "--inflight", "16", "--size", "64",
+                                        "--duration", str(cfg.t(5, 2)), "--warmup", "0.5",
+                                        *(["--per-send"] if per_send else []), *_raw(server)],
+                               server.pids())
         return run
 
     # The headline: one send() per message, as a browser's WebSocket does. The pipelined
@@ -152,10 +162,12 @@ def large_echo(cfg: Config) -> list[Row]:
         def run(server: Server) -> dict:
             args = ["--port", str(server.port), "--size", str(size), "--duration", str(cfg.t(2, 1)),
                     "--warmup", "0", "--min-msgs", "2", "--timeout", "90"]
-            return loadgen.run("echo", args + (["--binary"] if binary else []) + _raw(server), server.pids())
+            return loadgen.run("echo", args + (["--binary"] if binary else []) + _raw(server),
+                               server.pids())
         return run
 
-    cases = [(f"{_size(size)} {'binary' if binary else 'text'}", job(size, binary)) for size, binary in sizes]
+    cases = [(f"{_size(size)} {'binary' if binary else 'text'}", job(size, binary))
+             for size, binary in sizes]
     return _run_cases(cfg, "large_echo", cfg.servers, cases)
 
 
@@ -176,7 +188,8 @@ def fanout(cfg: Config) -> list[Row]:
         def run(server: Server) -> dict:
             room = f"bench-{server.kind}-{members}-{int(time.time() * 1000) % 10**9}"
             result = loadgen.run("fanout", [
-                "--port", str(server.port), "--path", f"/chat/{room}?name=", "--members", str(members),
+                "--port", str(server.port), "--path", f"/chat/{room}?name=",
+                "--members", str(members),
                 "--rate", str(FIXED_DELIVERIES_PER_S / members), "--duration", str(cfg.t(3, 1.5)),
                 "--sat-duration", str(cfg.t(3, 1.5)), "--window", "16",
                 "--settle-max", "30", "--timeout", "60"], server.pids())

@@ -56,7 +56,9 @@ def _setup_multiprocess_dir() -> str | None:
         return configured
     if "gunicorn.arbiter" not in sys.modules:
         return None  # one process (python -m wsapp serve): the default registry is exact
-    path = os.path.join(tempfile.gettempdir(), f"wsapp-prometheus-{os.getuid()}-{_gunicorn_master_pid()}")
+    path = os.path.join(
+        tempfile.gettempdir(), f"wsapp-prometheus-{os.getuid()}-{_gunicorn_master_pid()}"
+    )
     if not _private_dir(path):
         log.warning("cannot use %s for multiprocess metrics; /metrics shows one worker only", path)
         return None
@@ -83,17 +85,51 @@ from wsapp.engine import registry as engine_registry  # noqa: E402
 from wsapp.protocol.session import CloseCause  # noqa: E402
 
 CONNECTIONS_OPEN = Gauge(
-    "wsapp_connections_open", "Open WebSockets by endpoint.", ["endpoint"], multiprocess_mode="livesum"
+    "wsapp_connections_open",
+    "Open WebSockets by endpoint.",
+    ["endpoint"],
+    multiprocess_mode="livesum",
 )
 CONNECTIONS = Counter("wsapp_connections", "Accepted WebSockets by endpoint.", ["endpoint"])
-MESSAGES = Counter("wsapp_messages", "WebSocket messages by endpoint and direction (in/out).", ["endpoint", "direction"])
-BYTES = Counter("wsapp_bytes", "WebSocket bytes on the wire by endpoint and direction (in/out).", ["endpoint", "direction"])
-CLOSES = Counter("wsapp_closes", "Closed WebSockets by endpoint and close code (1006: no close frame).", ["endpoint", "code"])
-REJECTIONS = Counter("wsapp_handshake_rejections", "Refused WebSocket handshakes and dropped HTTP requests by reason.", ["reason"])
-SLOW_CONSUMERS = Counter("wsapp_slow_consumer_drops", "Connections closed 1008 because they did not read fast enough.", ["endpoint"])
-RATE_LIMITED = Counter("wsapp_rate_limited", "Connections closed 1008 for exceeding WSAPP_RATE_LIMIT.", ["endpoint"])
-KEEPALIVE_TIMEOUTS = Counter("wsapp_keepalive_timeouts", "Connections dropped because no pong came within WSAPP_PING_TIMEOUT.")
-BROKER_ERRORS = Counter("wsapp_broker_errors", "Chat broker operations that failed, by operation.", ["operation"])
+MESSAGES = Counter(
+    "wsapp_messages",
+    "WebSocket messages by endpoint and direction (in/out).",
+    ["endpoint", "direction"],
+)
+BYTES = Counter(
+    "wsapp_bytes",
+    "WebSocket bytes on the wire by endpoint and direction (in/out).",
+    ["endpoint", "direction"],
+)
+CLOSES = Counter(
+    "wsapp_closes",
+    "Closed WebSockets by endpoint and close code (1006: no close frame).",
+    ["endpoint", "code"],
+)
+REJECTIONS = Counter(
+    "wsapp_handshake_rejections",
+    "Refused WebSocket handshakes and dropped HTTP requests by reason.",
+    ["reason"],
+)
+SLOW_CONSUMERS = Counter(
+    "wsapp_slow_consumer_drops",
+    "Connections closed 1008 because they did not read fast enough.",
+    ["endpoint"],
+)
+RATE_LIMITED = Counter(
+    "wsapp_rate_limited",
+    "Connections closed 1008 for exceeding WSAPP_RATE_LIMIT.",
+    ["endpoint"],
+)
+KEEPALIVE_TIMEOUTS = Counter(
+    "wsapp_keepalive_timeouts",
+    "Connections dropped because no pong came within WSAPP_PING_TIMEOUT.",
+)
+BROKER_ERRORS = Counter(
+    "wsapp_broker_errors",
+    "Chat broker operations that failed, by operation.",
+    ["operation"],
+)
 EVENTS = Counter(
     "wsapp_events",
     "Named events handed to the broker, by origin: server (emit from code), client (a chat "
@@ -104,7 +140,9 @@ _EVENT_ORIGINS = ("server", "client", "api")
 FANOUT_SECONDS = Histogram(
     "wsapp_fanout_seconds",
     "Time to encode one chat event and queue it to every local member of the room.",
-    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    buckets=(
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0
+    ),
 )
 
 _ENDPOINTS = ("echo", "chat")
@@ -158,7 +196,9 @@ def connection_closed(endpoint: str) -> None:
     _child(CONNECTIONS_OPEN, endpoint).dec()
 
 
-def record_traffic(endpoint: str, messages_in: int, messages_out: int, bytes_in: int, bytes_out: int) -> None:
+def record_traffic(
+    endpoint: str, messages_in: int, messages_out: int, bytes_in: int, bytes_out: int
+) -> None:
     if messages_in:
         _child(MESSAGES, endpoint, "in").inc(messages_in)
     if messages_out:
@@ -265,7 +305,9 @@ bp = Blueprint("metrics", __name__)
 
 @bp.get("/metrics")
 def metrics_view():
-    return Response(render(), content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+    return Response(
+        render(), content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"}
+    )
 
 
 def init_labels() -> None:

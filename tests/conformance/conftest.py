@@ -34,7 +34,9 @@ MODE_SETUP = {
     "serve": ("serve", {}, "framing: C speedups"),
     "gunicorn": ("gunicorn", {}, "framing: C speedups"),
     "uwsgi": ("uwsgi", {}, "framing: C speedups"),
-    "serve-pure-python": ("serve", {"WSAPP_SPEEDUPS": "0"}, "framing: pure Python (WSAPP_SPEEDUPS=0)"),
+    "serve-pure-python": (
+        "serve", {"WSAPP_SPEEDUPS": "0"}, "framing: pure Python (WSAPP_SPEEDUPS=0)"
+    ),
 }
 TIMEOUT = float(os.environ.get("WSAPP_CONFORMANCE_TIMEOUT", "2.0"))
 

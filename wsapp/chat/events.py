@@ -267,7 +267,9 @@ def parse_client_text(raw: str, max_bytes: int) -> ChatInput | EventInput:
             if obj["type"] == "event":  # relayed to the room, not kept (docs/protocol.md)
                 return parse_client_event(obj, ref, max_bytes)
             if obj["type"] != "message":
-                raise ValidationError(E_UNKNOWN_TYPE, f"unknown message type {json.dumps(obj['type'])[:40]}", ref)
+                raise ValidationError(
+                    E_UNKNOWN_TYPE, f"unknown message type {json.dumps(obj['type'])[:40]}", ref
+                )
             text = obj.get("text")
             if not isinstance(text, str):
                 raise ValidationError(E_BAD_MESSAGE, "message needs a string 'text'", ref)
@@ -336,7 +338,9 @@ def encode_ack(ref: str, message_id: str) -> bytes:
 
 
 def encode_presence(event: PresenceEvent) -> bytes:
-    return _dump({"type": event.kind, "room": event.room, "name": event.member.name, "id": event.member.id})
+    return _dump(
+        {"type": event.kind, "room": event.room, "name": event.member.name, "id": event.member.id}
+    )
 
 
 def encode_error(code: str, reason: str, ref: str | None = None) -> bytes:

@@ -146,7 +146,9 @@ class Hub:
             room = self._rooms[lm.room] = _Room(lm.room)
             room.add(lm)
             try:
-                room.subscription = self.broker.subscribe(lm.room, lambda ev, _r=room: self._on_event(_r, ev))
+                room.subscription = self.broker.subscribe(
+                    lm.room, lambda ev, _r=room: self._on_event(_r, ev)
+                )
             except BaseException as exc:
                 room.error = exc
                 if self._rooms.get(lm.room) is room:
@@ -284,7 +286,9 @@ class Hub:
         except BrokerUnavailable as exc:
             log.warning("chat publish to %s failed: %s", lm.room, exc)
             metrics.broker_error("publish")
-            self.send_error(lm.conn, events.E_UNAVAILABLE, "message not sent: chat broker unavailable", item.ref)
+            self.send_error(
+                lm.conn, events.E_UNAVAILABLE, "message not sent: chat broker unavailable", item.ref
+            )
             return None
         if item.ref is not None:
             lm.conn.send_frame(self.framer(events.encode_ack(item.ref, msg.id)))
@@ -315,7 +319,9 @@ class Hub:
         if presence:
             self._safe_leave(lm)
 
-    def send_error(self, conn: ChatConnection, code: str, reason: str, ref: str | None = None) -> bool:
+    def send_error(
+        self, conn: ChatConnection, code: str, reason: str, ref: str | None = None
+    ) -> bool:
         return conn.send_frame(self.framer(events.encode_error(code, reason, ref)))
 
     def close(self) -> None:

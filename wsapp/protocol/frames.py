@@ -49,7 +49,9 @@ _PACK_H16 = struct.Struct("!BBH").pack
 _PACK_H64 = struct.Struct("!BBQ").pack
 
 
-def encode_header(opcode: int, length: int, fin: bool = True, rsv: int = 0, masked: bool = False) -> bytes:
+def encode_header(
+    opcode: int, length: int, fin: bool = True, rsv: int = 0, masked: bool = False
+) -> bytes:
     first = (0x80 if fin else 0) | (rsv & 0x7) << 4 | opcode
     mask_bit = 0x80 if masked else 0
     if length < 126:
@@ -373,12 +375,18 @@ class Parser:
             if not fin:
                 raise ProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
             if length > MAX_CONTROL_PAYLOAD:
-                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "control frame payload over 125 bytes")
+                raise ProtocolError(
+                    CloseCode.PROTOCOL_ERROR, "control frame payload over 125 bytes"
+                )
         elif opcode == Opcode.CONTINUATION:
             if self._msg_opcode is None:
-                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "continuation frame without a message to continue")
+                raise ProtocolError(
+                    CloseCode.PROTOCOL_ERROR, "continuation frame without a message to continue"
+                )
         elif self._msg_opcode is not None:
-            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "new data frame inside a fragmented message")
+            raise ProtocolError(
+                CloseCode.PROTOCOL_ERROR, "new data frame inside a fragmented message"
+            )
         offset = pos + 2
         if length == 126:
             if n - offset < 2:
@@ -509,7 +517,9 @@ class Parser:
                 try:
                     message = self._whole.take()  # text: validated as it came
                 except UnicodeDecodeError:
-                    raise ProtocolError(CloseCode.INVALID_DATA, "invalid UTF-8 in text message") from None
+                    raise ProtocolError(
+                        CloseCode.INVALID_DATA, "invalid UTF-8 in text message"
+                    ) from None
                 self._utf8 = None
                 events.append(message)
                 self._whole = None

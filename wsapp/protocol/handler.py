@@ -49,7 +49,14 @@ _HEADERS_TOO_LARGE = (
 )
 
 #: Reason labels (metrics) for handshakes the application refused, by HTTP status.
-_APP_REFUSAL_REASONS = {400: "bad_request", 401: "token", 403: "forbidden", 404: "not_found", 429: "rate_limited", 503: "unavailable"}
+_APP_REFUSAL_REASONS = {
+    400: "bad_request",
+    401: "token",
+    403: "forbidden",
+    404: "not_found",
+    429: "rate_limited",
+    503: "unavailable",
+}
 
 
 class HeadersTooLarge(ValueError):
@@ -105,7 +112,11 @@ class WsappHandler(WebSocketHandler):
     def peer(self) -> str:
         addr = self.client_address
         if self.client_ip is not None and self.client_ip != self.socket_ip:
-            return f"{self.client_ip} (via {addr[0]}:{addr[1]})" if isinstance(addr, tuple) else self.client_ip
+            return (
+                f"{self.client_ip} (via {addr[0]}:{addr[1]})"
+                if isinstance(addr, tuple)
+                else self.client_ip
+            )
         if isinstance(addr, tuple) and len(addr) >= 2:
             return f"{addr[0]}:{addr[1]}"
         return str(addr)
@@ -166,7 +177,9 @@ class WsappHandler(WebSocketHandler):
         while True:
             line = fp.readline(MAX_HEADER_BYTES + 1 - total)
             total += len(line)
-            if total > MAX_HEADER_BYTES or (line and not line.endswith(b"\n") and total >= MAX_HEADER_BYTES):
+            if total > MAX_HEADER_BYTES or (
+                line and not line.endswith(b"\n") and total >= MAX_HEADER_BYTES
+            ):
                 raise HeadersTooLarge(f"request header block over {MAX_HEADER_BYTES} bytes")
             lines.append(line)
             if line in (b"\r\n", b"\n", b""):
@@ -200,12 +213,19 @@ class WsappHandler(WebSocketHandler):
         rejection = check_handshake(self.environ, self.request_version)
         label = "bad_handshake"
         if rejection is None and rt.shutting_down:
-            rejection, label = Rejection("503 Service Unavailable", "server is shutting down", (("Retry-After", "1"),)), "shutting_down"
+            rejection, label = (
+                Rejection(
+                    "503 Service Unavailable", "server is shutting down", (("Retry-After", "1"),)
+                ),
+                "shutting_down",
+            )
         if rejection is None:
             rejection, label = admission.origin_rejection(self.environ, settings), "origin"
         if rejection is None:
             rejection = rt.admit(self.client_ip)
-            label = "capacity" if rejection is not None and rejection.code == 503 else "per_ip_limit"
+            label = (
+                "capacity" if rejection is not None and rejection.code == 503 else "per_ip_limit"
+            )
         if rejection is not None:
             rt.sink.handshake_rejected(label)
             self.reject(rejection)
