@@ -49,7 +49,8 @@ system-deps:
 test: system-deps $(DEVSTAMP)
 	$(PY) -m wsapp.speedups.build --require
 	$(VENV)/bin/ruff check wsapp tests bench deploy examples wsgi.py gunicorn.conf.py setup.py
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 3 --dist loadfile -m "not timing"
+	$(PY) -m pytest -q -m timing
 
 lint: $(DEVSTAMP)
 	$(VENV)/bin/ruff check wsapp tests bench deploy examples wsgi.py gunicorn.conf.py setup.py

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,11 +26,37 @@ UWSGI = str(Path(PYTHON).with_name("uwsgi"))
 UWSGI_INI = ROOT / "deploy" / "uwsgi.ini"
 
 
+# Servers listen on ports below the kernel's ephemeral range (32768-60999 here and by
+# default), so a client's source port can never take a server's port between the check
+# and the server's own bind, or while a test restarts a server on the same port. Each
+# pytest-xdist worker (PYTEST_XDIST_WORKER=gwN) takes its own slice, so workers never
+# hand out the same port either.
+PORT_BASE = 20000
+PORTS_PER_WORKER = 2000
+_port_cursor: dict[str, int] = {}
+
+
+def _port_slice() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    start = PORT_BASE + (index % 6) * PORTS_PER_WORKER
+    return range(start, start + PORTS_PER_WORKER)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """Ask the kernel for a free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A free TCP port on loopback, from this worker's slice below the ephemeral range."""
+    ports = _port_slice()
+    cursor = _port_cursor.setdefault(host, random.randrange(len(ports)))
+    for step in range(len(ports)):
+        port = ports[(cursor + step) % len(ports)]
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _port_cursor[host] = (cursor + step + 1) % len(ports)
+        return port
+    raise RuntimeError(f"no free port in {ports} on {host}")
 
 
 def wait_for_port(
