@@ -243,3 +243,38 @@ def test_a_view_that_never_receives_makes_the_reader_stop_reading():
         growth = rss_kib(srv.proc.pid) - before
         assert growth < 8 * 1024, f"RSS grew {growth} KiB"
         assert "keepalive timeout" not in srv.log_text()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("prealloc", [8 * MiB, 1 << 30], ids=["budget", "no-budget"])
+def test_headers_of_large_frames_alone_hold_at_most_the_prealloc_budget(prealloc):
+    """12 sockets each send only the header (and one payload byte) of an 8 MiB binary frame.
+    A large single frame is allocated whole at its header while WSAPP_PREALLOC_BYTES allows;
+    past it, it is assembled as its bytes arrive. The server runs the pure Python framing,
+    whose buffer is zero-filled (resident at once: the compiled one's untouched pages would
+    not show in RSS), so RSS shows what the headers made it hold. With an 8 MiB budget it
+    grows by at most 3x the budget; with the budget out of the way (1 GiB) it grows by most
+    of the 96 MiB claimed, the measure's own check. Either way a bystander's large message
+    (also past the budget) is echoed whole."""
+    env = {"WSAPP_SPEEDUPS": "0", "WSAPP_MAX_MESSAGE_BYTES": str(8 * MiB),
+           "WSAPP_PREALLOC_BYTES": str(prealloc), "WSAPP_RATE_LIMIT": "0",
+           "WSAPP_PING_INTERVAL": "0"}
+    head = encode_frame(Op.BINARY, b"x" * (8 * MiB), mask=MASK)[:15]  # header, key, 1 byte
+    with running_server("serve", env=env) as srv:
+        attackers = [RawWS.connect(srv.url("/echo"), timeout=10) for _ in range(12)]
+        bystander = RawWS.connect(srv.url("/echo"), timeout=10)
+        time.sleep(0.3)
+        before = rss_kib(srv.proc.pid)
+        for ws in attackers:
+            ws.sock.sendall(head)
+        time.sleep(1.0)
+        growth = rss_kib(srv.proc.pid) - before
+        print(f"12 headers of 8 MiB frames, budget {prealloc}: RSS +{growth} KiB")
+        bystander.echo(bytes(range(256)) * 1024, timeout=10)  # 256 KiB, one frame
+        for ws in attackers:
+            ws.close()
+        bystander.close()
+        if prealloc == 8 * MiB:
+            assert growth <= 3 * 8 * 1024, f"RSS grew {growth} KiB on headers alone"
+        else:
+            assert growth >= 64 * 1024, f"RSS grew only {growth} KiB: the measure sees nothing"

@@ -252,7 +252,7 @@ class Parser:
         self.inflater: Any = None
         self._msg_compressed = False
         self._msg_wire = 0  # wire bytes of a compressed message (its size counts inflated)
-        self._whole: Any = None  # speedups.Payload of a large single-frame binary message
+        self._whole: Any = None  # speedups.Payload of a large single-frame message
 
     @property
     def in_message(self) -> bool:
