@@ -144,6 +144,15 @@ def _open_pids(srv) -> set[str]:
     return {int(pid) for pid in re.findall(r"wsapp\.handler \[(\d+)\] ws open", srv.log_text())}
 
 
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie the master has not reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except OSError:
+        return True
+
+
 def test_metrics_across_gunicorn_workers(gunicorn_workers):
     """Several workers share PROMETHEUS_MULTIPROC_DIR: a worker's counters outlive it and
     are reported by whichever worker answers the scrape; its open-connection gauge goes."""
@@ -154,6 +163,7 @@ def test_metrics_across_gunicorn_workers(gunicorn_workers):
             for _ in range(3):
                 ws.echo("count me")
         pids = _open_pids(srv)
+        assert pids, "no worker logged the sockets it opened"
         # A scrape flushes the answering worker's counts at once; the other worker's are
         # exported by its housekeeping every METRICS_FLUSH_INTERVAL (2 s).
         deadline = time.monotonic() + 3 * METRICS_FLUSH_INTERVAL
@@ -178,7 +188,10 @@ def test_metrics_across_gunicorn_workers(gunicorn_workers):
             health = json.loads(http_get(srv, "/healthz")[1])
         except OSError:
             health = {}
-        if health.get("pid") and health["pid"] not in pids:
+        # SIGKILL takes effect when the kernel next runs the worker: on a busy machine it may
+        # still be exiting when the other worker answers. The gauges below speak of workers
+        # that are gone, so wait until they are.
+        if health.get("pid") and health["pid"] not in pids and all(_gone(int(p)) for p in pids):
             break
         assert time.monotonic() < deadline, "no replacement worker answered"
         time.sleep(0.1)
